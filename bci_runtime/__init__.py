@@ -1,0 +1,9 @@
+"""bci-runtime: a closed-loop brain-computer-interface runtime.
+
+The engine lives here (stream and chunk types, clocks, ring buffer, node API,
+graph, executor, process placement, sessions, command line); drivers,
+pipelines, decoders and simulators are sibling subpackages that meet in a
+pipeline graph through the node registry.
+"""
+
+__version__ = "0.1.0"

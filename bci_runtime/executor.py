@@ -1,0 +1,219 @@
+"""The event-driven executor: runs each arrival through the graph to completion.
+
+There is no tick. A source thread (or the simulated-clock scheduler, or the
+thread receiving from another process) hands a chunk to :meth:`Executor.dispatch_source`,
+which, holding the executor lock, calls every downstream node in topological
+order until nothing is left to deliver, then returns. The latency of the loop is
+therefore the processing time. Chunks on ``delayed`` edges are delivered at the
+start of the next dispatch, which breaks loops without a scheduling period.
+
+Latency of an emission = (clock at arrival - newest sample timestamp) + (wall
+time since arrival). On the live clock that is "now - newest sample"; on the
+simulated clock, whose time is the sample time, it is the compute time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
+from bci_runtime.clock import Clock
+from bci_runtime.errors import BadChunkError, NodeError
+from bci_runtime.graph import Graph
+from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
+
+log = logging.getLogger(__name__)
+perf_counter = time.perf_counter
+
+
+class RemoteSender(Protocol):
+    """Sends chunks along edges that leave this process."""
+
+    def send(self, edge_id: int, chunk: AnyChunk, base: float, wall: float, now: float) -> None:
+        """Send ``chunk`` along edge ``edge_id`` with its latency origin."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Route:
+    target: int  # local node index, or -1 for a remote edge
+    port: str
+    delayed: bool
+    edge_id: int  # index in graph.edges
+
+
+class Executor:
+    """Runs the nodes of one process, event-driven.
+
+    Parameters
+    ----------
+    graph : Graph
+        The configured graph.
+    process : str
+        Which process's nodes this executor runs.
+    clock : Clock
+        Runtime clock.
+    emit_event : callable, optional
+        ``emit_event(kind, **fields)`` for the events log.
+    remote : RemoteSender, optional
+        Sender for edges that cross to other processes.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        process: str,
+        clock: Clock,
+        emit_event: Callable[..., None] | None = None,
+        remote: RemoteSender | None = None,
+    ) -> None:
+        self.graph = graph
+        self.clock = clock
+        self.names = graph.nodes_in(process)
+        self.nodes = [graph.nodes[n] for n in self.names]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.emit_event = emit_event or (lambda kind, **fields: None)
+        self.remote = remote
+        self.routes: dict[tuple[int, str], list[_Route]] = {}
+        for edge_id, e in enumerate(graph.edges):
+            if e.src not in self.index:
+                continue
+            local = e.dst in self.index
+            route = _Route(self.index[e.dst] if local else -1, e.dst_port, e.delayed, edge_id)
+            self.routes.setdefault((self.index[e.src], e.src_port), []).append(route)
+        self.is_sink = [not type(n).outputs for n in self.nodes]
+        self.telemetry = {n: NodeTelemetry.create() for n in self.names}
+        self._tel = [self.telemetry[n] for n in self.names]
+        self.end_to_end = LatencyRecorder()
+        self.samples_in: dict[str, int] = {}
+        self.bad_chunks: dict[str, int] = {}
+        self.policies = {n: graph.config.nodes[n].on_bad_chunk for n in self.names}
+        self._pending: list[list[tuple[str, AnyChunk]]] = [[] for _ in self.names]
+        self._delayed: list[tuple[int, str, AnyChunk]] = []
+        self._lock = threading.Lock()
+        self.failure: BaseException | None = None
+
+    # -- entry points ------------------------------------------------------------------
+    def dispatch_source(self, name: str, outputs: Mapping[str, AnyChunk]) -> None:
+        """Run a source's new chunks through the graph to completion.
+
+        Checks each chunk first (channel count, shapes, NaN/Inf) and applies the
+        source's ``on_bad_chunk`` policy.
+
+        Raises
+        ------
+        NodeError, BadChunkError
+            When a node fails or a bad chunk meets the ``stop`` policy; the
+            executor is then failed and dispatches nothing more.
+        """
+        if not outputs:
+            return
+        wall = perf_counter()
+        src = self.index[name]
+        with self._lock:
+            if self.failure is not None:
+                return
+            valid: list[tuple[str, AnyChunk]] = []
+            for port, chunk in outputs.items():
+                problem = chunk.problem()
+                if problem is not None:
+                    chunk = self._bad_chunk(name, port, chunk, problem)
+                    if chunk is None:
+                        continue
+                valid.append((port, chunk))
+                if isinstance(chunk, Chunk):
+                    self.samples_in[name] = self.samples_in.get(name, 0) + chunk.n_samples
+            if not valid:
+                return
+            now = self.clock.now()
+            base = now - max(chunk.newest for _, chunk in valid)
+            for port, chunk in valid:
+                self._route(src, port, chunk, base, wall, now)
+            self._run(base, wall)
+
+    def dispatch_remote(self, edge_id: int, chunk: AnyChunk, base: float, wall: float) -> None:
+        """Deliver a chunk that arrived from another process along ``edge_id``."""
+        e = self.graph.edges[edge_id]
+        with self._lock:
+            if self.failure is not None:
+                return
+            self._pending[self.index[e.dst]].append((e.dst_port, chunk))
+            self._run(base, wall)
+
+    # -- internals -----------------------------------------------------------------------
+    def _bad_chunk(self, name: str, port: str, chunk: AnyChunk, problem: str) -> AnyChunk | None:
+        policy = self.policies[name]
+        self.bad_chunks[name] = self.bad_chunks.get(name, 0) + 1
+        ts = float(chunk.timestamps[-1]) if len(chunk.timestamps) else None
+        self.emit_event("bad_chunk", node=name, port=port, timestamp=ts, problem=problem,
+                        policy=policy, count=self.bad_chunks[name])
+        if policy == "stop":
+            exc = BadChunkError(
+                f"source '{name}' port '{port}' delivered a bad chunk"
+                + (f" at t={ts:.6f}" if ts is not None else "") + f": {problem}",
+                hint="fix the device or stream, or set 'on_bad_chunk: drop' (or 'flag') "
+                "on this node to keep running",
+            )
+            self.failure = exc
+            raise exc
+        if policy == "flag" and isinstance(chunk, Chunk) and problem.endswith("in the data"):
+            # Zero non-finite values so filter states stay finite; the event marks the span.
+            data = np.nan_to_num(chunk.data, nan=0.0, posinf=0.0, neginf=0.0)
+            return Chunk(data, chunk.timestamps, chunk.spec)
+        return None
+
+    def _route(self, src: int, port: str, chunk: AnyChunk, base: float, wall: float,
+               now: float) -> None:
+        for r in self.routes.get((src, port), ()):
+            if r.target < 0:
+                if self.remote is not None:
+                    self.remote.send(r.edge_id, chunk, base, wall, now)
+            elif r.delayed:
+                self._delayed.append((r.target, r.port, chunk))
+            else:
+                self._pending[r.target].append((r.port, chunk))
+
+    def _run(self, base: float, wall: float) -> None:
+        """Call nodes in topological order until nothing is pending."""
+        if self._delayed:
+            for target, port, chunk in self._delayed:
+                self._pending[target].insert(0, (port, chunk))
+            self._delayed = []
+        pending, nodes, tel, is_sink = self._pending, self.nodes, self._tel, self.is_sink
+        now = self.clock.now()
+        for idx in range(len(nodes)):
+            items = pending[idx]
+            if not items:
+                continue
+            pending[idx] = []
+            node = nodes[idx]
+            for port, chunk in items:
+                t0 = perf_counter()
+                try:
+                    out = node.process(port, chunk)
+                except Exception as exc:  # any node bug must stop the graph cleanly
+                    ts = float(chunk.timestamps[-1]) if len(chunk.timestamps) else None
+                    self.failure = NodeError(node.name, ts, exc)
+                    self.failure.__cause__ = exc
+                    for p in pending:
+                        p.clear()
+                    raise self.failure from exc
+                t1 = perf_counter()
+                t = tel[idx]
+                t.calls += 1
+                t.processing.add(t1 - t0)
+                if out:
+                    t.latency.add(base + (t1 - wall))
+                    for out_port, out_chunk in out.items():
+                        self._route(idx, out_port, out_chunk, base, wall, now)
+                elif is_sink[idx] and not isinstance(chunk, EventChunk):
+                    latency = base + (t1 - wall)
+                    t.latency.add(latency)
+                    self.end_to_end.add(latency)

@@ -1,0 +1,164 @@
+"""One process's share of a graph: its nodes, executor and source threads.
+
+Used by the main process (:mod:`bci_runtime.runner`) and by worker processes
+(:mod:`bci_runtime.worker`) alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from bci_runtime.clock import Clock
+from bci_runtime.executor import Executor, RemoteSender
+from bci_runtime.graph import Graph
+from bci_runtime.node import BlockingSource, NodeContext, Source
+
+log = logging.getLogger(__name__)
+BLOCKING_READ_TIMEOUT_S = 0.25  # only bounds how soon a quiet source sees a stop request
+
+
+class ProcessRuntime:
+    """Opens, runs and closes the nodes of one process.
+
+    Parameters
+    ----------
+    graph : Graph
+        The configured graph.
+    process : str
+        Which process's nodes to run.
+    clock : Clock
+        Runtime clock.
+    emit_event : callable
+        ``emit_event(kind, **fields)``.
+    on_failure : callable
+        Called with the first exception raised in a source thread or node.
+    session_dir : Path, optional
+        Session folder handed to nodes.
+    """
+
+    def __init__(self, graph: Graph, process: str, clock: Clock,
+                 emit_event: Callable[..., None], on_failure: Callable[[BaseException], None],
+                 session_dir: Path | None = None) -> None:
+        self.graph = graph
+        self.process = process
+        self.clock = clock
+        self.emit_event = emit_event
+        self.on_failure = on_failure
+        self.session_dir = session_dir
+        self.stop_requested = threading.Event()
+        self.sources_done = threading.Event()
+        self.executor: Executor | None = None
+        self._opened: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._running_sources = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def source_names(self) -> list[str]:
+        """Sources placed in this process, in topological order."""
+        return [n for n in self.graph.sources() if self.graph.process_of(n) == self.process]
+
+    def open(self, remote: RemoteSender | None = None) -> None:
+        """Create the executor and open every node of this process in topological order."""
+        self.executor = Executor(self.graph, self.process, self.clock, self.emit_event, remote)
+        for name in self.graph.nodes_in(self.process):
+            context = NodeContext(
+                name=name, clock=self.clock, seed=self.graph.config.seed,
+                session_dir=self.session_dir, emit_event=self.emit_event,
+                stop_requested=self.stop_requested,
+            )
+            self.graph.nodes[name].open(context)
+            self._opened.append(name)
+
+    # -- live clock ----------------------------------------------------------------------
+    def start_sources(self) -> None:
+        """Start one thread per source; each dispatches as soon as it has data."""
+        names = self.source_names
+        self._running_sources = len(names)
+        if not names:
+            self.sources_done.set()
+        for name in names:
+            thread = threading.Thread(target=self._source_loop, args=(name,),
+                                      name=f"source-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _source_loop(self, name: str) -> None:
+        node = self.graph.nodes[name]
+        dispatch = self.executor.dispatch_source  # type: ignore[union-attr]
+        stop = self.stop_requested
+        try:
+            if isinstance(node, BlockingSource):
+                while not stop.is_set() and not node.exhausted:
+                    out = node.read_blocking(BLOCKING_READ_TIMEOUT_S)
+                    if out:
+                        dispatch(name, out)
+            elif isinstance(node, Source):
+                while not stop.is_set():
+                    due = node.next_due()
+                    if due is None:
+                        break
+                    delay = due - self.clock.now()
+                    if delay > 0 and stop.wait(delay):  # a timer, woken early by a stop
+                        break
+                    dispatch(name, node.read())
+        except BaseException as exc:  # reported, then the run stops
+            self.on_failure(exc)
+        finally:
+            with self._count_lock:
+                self._running_sources -= 1
+                if self._running_sources <= 0:
+                    self.sources_done.set()
+
+    def stop_sources(self, timeout: float = 5.0) -> None:
+        """Ask the sources to stop and join their threads."""
+        self.stop_requested.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("source thread %s did not stop within %.1f s", thread.name, timeout)
+        self._threads.clear()
+
+    # -- simulated clock -----------------------------------------------------------------
+    def run_simulated(self, until: float | None) -> str:
+        """Run the sources in due-time order on the simulated clock.
+
+        Parameters
+        ----------
+        until : float or None
+            Stop before the first chunk due after this clock time.
+
+        Returns
+        -------
+        str
+            ``"completed"`` (duration reached or sources exhausted) or ``"stopped"``.
+        """
+        sources = [self.graph.nodes[n] for n in self.source_names]
+        names = self.source_names
+        advance = self.clock.advance_to  # type: ignore[attr-defined]
+        dispatch = self.executor.dispatch_source  # type: ignore[union-attr]
+        dues = [s.next_due() for s in sources]  # type: ignore[attr-defined]
+        while not self.stop_requested.is_set():
+            live = [(d, i) for i, d in enumerate(dues) if d is not None]
+            if not live:
+                return "completed"
+            due, i = min(live)
+            if until is not None and due > until:
+                return "completed"
+            advance(due)
+            dispatch(names[i], sources[i].read())  # type: ignore[attr-defined]
+            dues[i] = sources[i].next_due()  # type: ignore[attr-defined]
+        return "stopped"
+
+    def close(self) -> None:
+        """Close opened nodes in reverse order; errors are logged, not raised."""
+        for name in reversed(self._opened):
+            try:
+                self.graph.nodes[name].close()
+            except Exception as exc:  # closing must reach every node
+                log.error("closing node '%s' failed: %s", name, exc)
+                self.emit_event("close_failed", node=name, error=repr(exc))
+        self._opened.clear()

@@ -1,0 +1,74 @@
+"""The node registry: maps the ``type:`` names used in pipeline files to node classes.
+
+Nodes are found through the ``bci_runtime.nodes`` entry-point group, so any
+installed package can add nodes (bci-runtime's own are declared the same way in
+its ``pyproject.toml``)::
+
+    [project.entry-points."bci_runtime.nodes"]
+    my_filter = "my_package.nodes:MyFilter"
+
+Classes can also be registered at run time with :func:`register_node`.
+Entry points are loaded lazily: resolving one type imports only its module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from importlib.metadata import EntryPoint, entry_points
+
+from bci_runtime.errors import UnknownNodeTypeError
+from bci_runtime.node import Node
+
+ENTRY_POINT_GROUP = "bci_runtime.nodes"
+
+_registered: dict[str, type[Node]] = {}
+_lock = threading.Lock()
+
+
+def register_node(cls: type[Node]) -> type[Node]:
+    """Register a node class under its ``type_name`` (usable as a decorator)."""
+    if not cls.type_name:
+        raise TypeError(f"{cls.__qualname__} has no type_name")
+    with _lock:
+        _registered[cls.type_name] = cls
+    return cls
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_types() -> list[str]:
+    """Names of every node type known, sorted."""
+    return sorted(set(_registered) | set(_entry_points()))
+
+
+def get_node_class(type_name: str) -> type[Node]:
+    """Return the node class registered under ``type_name``.
+
+    Raises
+    ------
+    UnknownNodeTypeError
+        When no node has that name; the message suggests close names.
+    """
+    with _lock:
+        if type_name in _registered:
+            return _registered[type_name]
+    eps = _entry_points()
+    if type_name not in eps:
+        known = available_types()
+        close = difflib.get_close_matches(type_name, known, n=3)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        raise UnknownNodeTypeError(
+            f"unknown node type '{type_name}'",
+            hint=f"{hint}`bci nodes` lists the {len(known)} available types",
+        )
+    cls = eps[type_name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Node)):
+        raise UnknownNodeTypeError(
+            f"entry point '{type_name}' ({eps[type_name].value}) is not a Node subclass"
+        )
+    with _lock:
+        _registered.setdefault(type_name, cls)
+    return cls

@@ -1,0 +1,376 @@
+"""Run a graph: clocks, worker processes, stopping, and the run's result.
+
+:class:`Runner` runs the main process's nodes itself and spawns one worker per
+other ``process:`` name. Everything is stopped and joined on every path out
+(duration reached, sources exhausted, Ctrl-C/SIGTERM through
+:meth:`Runner.request_stop`, a node error, a dead worker); workers that do not
+exit in time are killed, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from bci_runtime.clock import Clock, LslClock, SimulatedClock
+from bci_runtime.config import MAIN_PROCESS
+from bci_runtime.errors import BciError, NodeError, RunError, WorkerDiedError
+from bci_runtime.graph import Graph
+from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
+from bci_runtime.process_runtime import ProcessRuntime
+from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
+from bci_runtime.worker import make_run_dir, node_summaries, worker_main
+
+log = logging.getLogger(__name__)
+STARTUP_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 10.0
+EXIT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RunResult:
+    """What a run did.
+
+    Attributes
+    ----------
+    status : {"completed", "stopped", "failed"}
+        Completed: duration reached or sources exhausted; stopped: on request
+        (Ctrl-C, SIGTERM); failed: see ``error``.
+    reason : str
+        Why the run ended.
+    error : BciError or None
+        The failure, if any.
+    wall_s : float
+        Wall-clock duration.
+    samples : int
+        Samples delivered by all sources.
+    bad_chunks : dict of str to int
+        Malformed chunks per source.
+    end_to_end : LatencyRecorder
+        Latency of every sink emission (newest input sample -> emission).
+    telemetry : dict of str to NodeTelemetry
+        Per-node processing time and emission latency.
+    """
+
+    status: str
+    reason: str
+    error: BciError | None
+    wall_s: float
+    samples: int
+    bad_chunks: dict[str, int]
+    end_to_end: LatencyRecorder
+    telemetry: dict[str, NodeTelemetry]
+    processes: dict[str, Any] = field(default_factory=dict)
+    summaries: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class _Worker:
+    name: str
+    process: mp.process.BaseProcess
+    conn: Connection
+    address: str | None = None
+    pid: int | None = None
+    opened: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+    drained: threading.Event = field(default_factory=threading.Event)
+    report: dict = field(default_factory=dict)
+    exiting: bool = False
+
+
+class Runner:
+    """Runs a configured graph once.
+
+    Parameters
+    ----------
+    graph : Graph
+        The configured graph (from :func:`~bci_runtime.graph.build_graph`).
+    duration : float, optional
+        Seconds of stream time to run; default the pipeline's ``duration``
+        (None: until stopped or the sources end).
+    emit_event : callable, optional
+        ``emit_event(kind, **fields)``, e.g. :meth:`Session.log_event`.
+    session_dir : Path, optional
+        Handed to nodes (and workers).
+    """
+
+    def __init__(self, graph: Graph, duration: float | None = None,
+                 emit_event: Callable[..., None] | None = None,
+                 session_dir: Path | None = None) -> None:
+        self.graph = graph
+        self.duration = duration if duration is not None else graph.config.duration
+        self.emit_event = emit_event or (lambda kind, **fields: None)
+        self.session_dir = session_dir
+        self.clock: Clock = SimulatedClock() if graph.config.clock == "simulated" else LslClock()
+        self._wake = threading.Event()
+        self._failure: BciError | None = None
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
+        self._workers: dict[str, _Worker] = {}
+        self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
+                                      self._on_failure, session_dir)
+
+    # -- control -------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the run to stop cleanly (safe from signal handlers and other threads)."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        self.runtime.stop_requested.set()
+        self._wake.set()
+
+    def _on_failure(self, exc: BaseException) -> None:
+        if not isinstance(exc, BciError):
+            exc = RunError(f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            if self._failure is None:
+                self._failure = exc
+                self.emit_event("failure", error=str(exc), type=type(exc).__name__,
+                                node=getattr(exc, "node", None))
+        self.request_stop("failure")
+
+    # -- workers -------------------------------------------------------------------------
+    def _spawn_workers(self, run_dir: str) -> None:
+        ctx = mp.get_context("spawn")
+        config_json = self.graph.config.model_dump_json(by_alias=True)
+        for name in self.graph.processes:
+            if name == MAIN_PROCESS:
+                continue
+            parent_conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main, name=f"bci-worker-{name}", daemon=True,
+                args=(config_json, self.graph.file, name, run_dir,
+                      str(self.session_dir) if self.session_dir else None, child_conn,
+                      mp.current_process().pid),
+            )
+            proc.start()
+            child_conn.close()
+            self._workers[name] = _Worker(name, proc, parent_conn)
+        self._monitor = threading.Thread(target=self._monitor_workers, name="worker-monitor",
+                                         daemon=True)
+        self._monitor_wake_r, self._monitor_wake_w = ctx.Pipe(duplex=False)
+        self._monitor.start()
+
+    def _monitor_workers(self) -> None:
+        """Handle worker messages and deaths; woken by the pipes and process sentinels."""
+        conns = {w.conn: w for w in self._workers.values()}
+        sentinels = {w.process.sentinel: w for w in self._workers.values()}
+        while conns or sentinels:
+            ready = wait(list(conns) + list(sentinels) + [self._monitor_wake_r])
+            if self._monitor_wake_r in ready:
+                return
+            for obj in ready:
+                if obj in conns:
+                    worker = conns[obj]
+                    try:
+                        msg = obj.recv()
+                    except (EOFError, OSError):
+                        del conns[obj]
+                        continue
+                    self._handle_message(worker, msg)
+                elif obj in sentinels:
+                    worker = sentinels.pop(obj)
+                    if not worker.exiting:
+                        nodes = ", ".join(self.graph.nodes_in(worker.name))
+                        code = worker.process.exitcode
+                        self._on_failure(WorkerDiedError(
+                            f"worker process '{worker.name}' (pid {worker.process.pid}) died "
+                            f"with exit code {code} while running node(s): {nodes}",
+                            hint="see the session's events.jsonl; a negative code is the "
+                            "signal that killed it",
+                        ))
+                    for event in (worker.ready, worker.opened, worker.drained):
+                        event.set()
+
+    def _handle_message(self, worker: _Worker, msg: tuple) -> None:
+        verb = msg[0]
+        if verb == "ready":
+            worker.address, worker.pid = msg[1], msg[2]
+            worker.ready.set()
+        elif verb == "opened":
+            worker.opened.set()
+        elif verb == "event":
+            self.emit_event(msg[1], process=worker.name, **msg[2])
+        elif verb == "drained":
+            worker.report = msg[1]
+            worker.drained.set()
+        elif verb == "failed":
+            info = msg[1]
+            self.emit_event("worker_failure", process=worker.name, **info)
+            if info.get("type") == "NodeError" and info.get("node"):
+                exc: BciError = RunError(info["message"])
+                exc.node = info["node"]  # type: ignore[attr-defined]
+            else:
+                exc = RunError(f"worker process '{worker.name}' failed: {info['message']}")
+            self._on_failure(exc)
+            for event in (worker.ready, worker.opened):
+                event.set()
+
+    def _wait_all(self, attr: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for worker in self._workers.values():
+            getattr(worker, attr).wait(max(0.0, deadline - time.monotonic()))
+
+    def _shutdown_workers(self) -> None:
+        for worker in self._workers.values():
+            worker.exiting = True
+            try:
+                worker.conn.send(("exit",))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        for worker in self._workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                log.warning("worker '%s' did not exit; killing it", worker.name)
+                worker.process.kill()
+                worker.process.join(2.0)
+        if self._workers:
+            self._monitor_wake_w.send(b"x")
+            self._monitor.join(2.0)
+            for worker in self._workers.values():
+                worker.conn.close()
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run until the duration is reached, the sources end, a stop or a failure."""
+        t_start = time.monotonic()
+        context = zmq.Context() if len(self.graph.processes) > 1 else None
+        run_dir = make_run_dir() if context else None
+        receiver = sender = None
+        status = "failed"
+        try:
+            if context is not None:
+                receiver = ZmqReceiver(self.graph, MAIN_PROCESS,
+                                       bind_address(self.graph.config.transport, Path(run_dir),
+                                                    MAIN_PROCESS), context)
+                self._spawn_workers(run_dir)
+                self._wait_all("ready", STARTUP_TIMEOUT_S)
+                self._check_started("ready")
+                addresses = {MAIN_PROCESS: receiver.address}
+                addresses.update({w.name: w.address for w in self._workers.values()})
+                self.emit_event("workers_started", workers={
+                    w.name: {"pid": w.pid, "nodes": self.graph.nodes_in(w.name)}
+                    for w in self._workers.values()})
+                for worker in self._workers.values():
+                    worker.conn.send(("connect", addresses))
+                sender = ZmqSender(self.graph, MAIN_PROCESS, addresses, context)
+            self.runtime.open(sender)
+            if receiver is not None:
+                executor = self.runtime.executor
+
+                def deliver(edge_id: int, chunk: Any, base: float, wall: float) -> None:
+                    try:
+                        executor.dispatch_remote(edge_id, chunk, base, wall)
+                    except NodeError as exc:
+                        self._on_failure(exc)
+
+                receiver.start(deliver, self._on_failure)
+                self._wait_all("opened", STARTUP_TIMEOUT_S)
+                self._check_started("opened")
+                for worker in self._workers.values():
+                    worker.conn.send(("run",))
+            self.emit_event("run_started", clock=self.graph.config.clock, duration=self.duration)
+            status = self._run_sources()
+        except BciError as exc:
+            self._on_failure(exc)
+        except BaseException as exc:
+            self._on_failure(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.runtime.stop_sources()
+            self._drain(sender, receiver)
+            if receiver is not None:
+                receiver.stop()
+            self.runtime.close()
+            if sender is not None:
+                sender.close()
+            self._shutdown_workers()
+            if context is not None:
+                context.term()
+            if run_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        if self._failure is not None:
+            status = "failed"
+        reason = str(self._failure) if self._failure else (self._stop_reason or status)
+        result = self._result(status, reason, time.monotonic() - t_start)
+        self.emit_event("run_ended", status=status, reason=reason)
+        return result
+
+    def _check_started(self, stage: str) -> None:
+        if self._failure is not None:
+            raise self._failure
+        late = [w.name for w in self._workers.values() if not getattr(w, stage).is_set()]
+        if late:
+            raise RunError(f"worker process(es) {', '.join(late)} did not start within "
+                           f"{STARTUP_TIMEOUT_S:.0f} s", hint="check the session's events.jsonl")
+
+    def _run_sources(self) -> str:
+        if self.graph.config.clock == "simulated":
+            until = self.clock.now() + self.duration if self.duration else None
+            status = self.runtime.run_simulated(until)
+            return "stopped" if self._stop_reason else status
+        self.runtime.start_sources()
+        done = self.runtime.sources_done
+        deadline = time.monotonic() + self.duration if self.duration else None
+        while not self._wake.is_set() and not done.is_set():
+            # woken by a stop request, a failure, or the last source ending; the timeout
+            # is the run's duration, not a polling period
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return "completed"
+            self._wake.wait(remaining if remaining is not None else None)
+            if done.is_set():
+                break
+        if self._stop_reason and self._stop_reason != "failure":
+            return "stopped"
+        return "completed"
+
+    def _drain(self, sender: ZmqSender | None, receiver: ZmqReceiver | None) -> None:
+        """Let in-flight chunks reach every process before closing."""
+        if not self._workers:
+            return
+        if sender is not None:
+            sender.send_end_of_stream()
+        for worker in self._workers.values():
+            try:
+                worker.conn.send(("stop", DRAIN_TIMEOUT_S))
+            except (OSError, ValueError):
+                worker.drained.set()
+        self._wait_all("drained", DRAIN_TIMEOUT_S + 2.0)
+        if receiver is not None:
+            alive = all(w.process.is_alive() for w in self._workers.values())
+            receiver.all_upstream_ended.wait(DRAIN_TIMEOUT_S if alive else 0.5)
+
+    def _result(self, status: str, reason: str, wall_s: float) -> RunResult:
+        executor = self.runtime.executor
+        telemetry = dict(executor.telemetry) if executor else {}
+        end_to_end = executor.end_to_end if executor else LatencyRecorder()
+        samples = sum(executor.samples_in.values()) if executor else 0
+        bad = dict(executor.bad_chunks) if executor else {}
+        summaries = node_summaries(self.graph, self.graph.nodes_in(MAIN_PROCESS)) if executor else {}
+        for worker in self._workers.values():
+            report = worker.report
+            if not report:
+                continue
+            for name, state in report["telemetry"].items():
+                telemetry.setdefault(name, NodeTelemetry.create()).merge_state(state)
+            end_to_end.merge_values(*report["end_to_end"])
+            samples += sum(report["samples_in"].values())
+            for name, count in report["bad_chunks"].items():
+                bad[name] = bad.get(name, 0) + count
+            summaries.update(report.get("summaries", {}))
+        processes = {w.name: {"pid": w.pid, "nodes": self.graph.nodes_in(w.name),
+                              "exitcode": w.process.exitcode} for w in self._workers.values()}
+        return RunResult(status, reason, self._failure, wall_s, samples, bad, end_to_end,
+                         telemetry, processes, summaries)

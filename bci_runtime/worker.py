@@ -1,0 +1,161 @@
+"""Worker processes: run the nodes placed in a ``process:`` of their own.
+
+The main process spawns one worker per process name and talks to it over a
+``multiprocessing`` pipe (control) while data go over pyzmq. Protocol, main ->
+worker: ``connect`` (addresses), ``run``, ``stop``, ``exit``; worker -> main:
+``ready`` (bound address), ``opened``, ``event``, ``failed``, ``drained``
+(telemetry). A worker asks the kernel to kill it if its parent dies
+(``PR_SET_PDEATHSIG``), so no worker outlives the runtime, even after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bci_runtime.clock import LslClock, SimulatedClock
+from bci_runtime.config import PipelineConfig
+from bci_runtime.errors import NodeError
+from bci_runtime.graph import build_graph
+from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
+from bci_runtime.process_runtime import ProcessRuntime
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent exits (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the control pipe's EOF still ends us
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def failure_info(exc: BaseException) -> dict[str, Any]:
+    """Picklable description of a failure."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "node": getattr(exc, "node", None),
+        "timestamp": getattr(exc, "timestamp", None),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def node_summaries(graph: Any, names: list[str]) -> dict[str, dict]:
+    """``summary()`` of every node that has one, by node name."""
+    out = {}
+    for name in names:
+        summary = getattr(graph.nodes[name], "summary", None)
+        if callable(summary):
+            try:
+                out[name] = summary()
+            except Exception as exc:  # a summary must not hide the run's result
+                out[name] = {"error": repr(exc)}
+    return out
+
+
+def worker_main(config_json: str, file: str, process: str, run_dir: str,
+                session_dir: str | None, control: Connection, parent_pid: int) -> None:
+    """Entry point of a worker process (spawned by :class:`~bci_runtime.runner.Runner`)."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    context = zmq.Context()
+    runtime: ProcessRuntime | None = None
+    receiver: ZmqReceiver | None = None
+    sender: ZmqSender | None = None
+
+    def send(*msg: Any) -> None:
+        try:
+            control.send(msg)
+        except (OSError, EOFError, ValueError):
+            pass
+
+    def on_failure(exc: BaseException) -> None:
+        send("failed", failure_info(exc))
+        if runtime is not None:
+            runtime.stop_requested.set()
+
+    try:
+        config = PipelineConfig.model_validate_json(config_json)
+        graph = build_graph(config, file=file)
+        clock = SimulatedClock() if config.clock == "simulated" else LslClock()
+        runtime = ProcessRuntime(
+            graph, process, clock,
+            emit_event=lambda kind, **fields: send("event", kind, fields),
+            on_failure=on_failure,
+            session_dir=Path(session_dir) if session_dir else None,
+        )
+        receiver = ZmqReceiver(graph, process, bind_address(config.transport, Path(run_dir), process),
+                               context)
+        send("ready", receiver.address, os.getpid())
+        while True:
+            try:
+                msg = control.recv()
+            except (EOFError, OSError):
+                break  # the main process is gone
+            verb = msg[0]
+            if verb == "connect":
+                sender = ZmqSender(graph, process, msg[1], context)
+                runtime.open(sender)
+                executor = runtime.executor
+
+                def deliver(edge_id: int, chunk: Any, base: float, wall: float) -> None:
+                    try:
+                        executor.dispatch_remote(edge_id, chunk, base, wall)  # type: ignore[union-attr]
+                    except NodeError as exc:
+                        on_failure(exc)
+
+                receiver.start(deliver, on_failure)
+                send("opened")
+            elif verb == "run":
+                if config.clock == "live":
+                    runtime.start_sources()
+            elif verb == "stop":
+                # end of input: local sources stop, upstream processes have ended, then
+                # tell downstream processes and report telemetry
+                runtime.stop_sources()
+                receiver.all_upstream_ended.wait(msg[1] if len(msg) > 1 else 10.0)
+                if sender is not None:
+                    sender.send_end_of_stream()
+                executor = runtime.executor
+                send("drained", {
+                    "telemetry": {n: t.to_state() for n, t in executor.telemetry.items()},
+                    "end_to_end": (executor.end_to_end.values(), executor.end_to_end.count,
+                                   executor.end_to_end.max),
+                    "samples_in": executor.samples_in,
+                    "bad_chunks": executor.bad_chunks,
+                    "summaries": node_summaries(graph, graph.nodes_in(process)),
+                } if executor else {})
+            elif verb == "exit":
+                break
+    except BaseException as exc:  # report anything, then leave
+        send("failed", failure_info(exc))
+    finally:
+        if receiver is not None:
+            receiver.stop(timeout=2.0)
+        if runtime is not None:
+            runtime.stop_sources(timeout=2.0)
+            runtime.close()
+        if sender is not None:
+            sender.close()
+        context.term()
+        control.close()
+        sys.stdout.flush()
+
+
+def make_run_dir() -> str:
+    """A private folder for this run's ipc:// socket files (short path for the 107-byte limit)."""
+    return tempfile.mkdtemp(prefix="bci-", dir="/tmp" if os.path.isdir("/tmp") else None)

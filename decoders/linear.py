@@ -1,0 +1,162 @@
+"""A linear classifier node, calibrated on the first labelled windows of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
+from bci_runtime.labels import LabelTracker
+from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Output
+from bci_runtime.spec import StreamSpec, require_signal
+
+
+class LinearClassifierParams(NodeParams):
+    classes: list[str] = Field(["left", "right"], min_length=2, description="class names")
+    weights: list[list[float]] | None = Field(
+        None, description="fixed model, (n_classes, n_features) (binary: one row, positive "
+        "= second class); omit to calibrate on labelled windows")
+    bias: list[float] | None = Field(None, description="fixed intercepts, one per weight row")
+    calibration_s: float = Field(15.0, gt=0, description="seconds of labelled data to "
+                                 "calibrate on before going online")
+    min_windows: int = Field(10, ge=2, description="fewest windows per class to train")
+    label_prefix: str = Field("cue/", description="cue marker prefix")
+    end_marker: str = Field("end", description="marker ending a cued span")
+    label_delay_s: float = Field(0.5, ge=0, description="skip this long after each cue")
+    shrinkage: float | str = Field("auto", description="LDA covariance shrinkage, 'auto' "
+                                   "(Ledoit-Wolf) or 0-1")
+
+    @model_validator(mode="after")
+    def _model(self) -> LinearClassifierParams:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct, got {self.classes}")
+        if self.weights is not None:
+            rows = 1 if len(self.classes) == 2 else len(self.classes)
+            if len(self.weights) != rows:
+                raise ValueError(f"weights need {rows} row(s) for {len(self.classes)} classes")
+            if self.bias is not None and len(self.bias) != rows:
+                raise ValueError(f"bias needs {rows} value(s)")
+        return self
+
+
+class LinearClassifier(Node):
+    """Shrinkage LDA on feature windows; emits class probabilities.
+
+    Without fixed ``weights`` it collects the windows that fall inside cued
+    spans (from the ``labels`` event input) during the first ``calibration_s``
+    seconds, fits scikit-learn's LDA once, logs cross-validated accuracy
+    (folds by trial, so windows of one trial never straddle train and test) and
+    goes online. Online prediction is one matrix product, not a scikit-learn
+    call, to keep the hot path short.
+    """
+
+    type_name = "linear_classifier"
+    Params = LinearClassifierParams
+    features = Input("signal", doc="feature windows, (n_windows, n_features)")
+    labels = Input("events", required=False, doc="cue markers for calibration")
+    decision = Output("signal", doc="(n_windows, n_classes) class probabilities")
+
+    def configure(self, inputs: dict[str, StreamSpec]) -> dict[str, StreamSpec]:
+        spec = inputs["features"]
+        require_signal(spec, node=self.name, port="features")
+        p = self.params
+        if p.weights is not None:
+            widths = {len(row) for row in p.weights}
+            if widths != {spec.n_channels}:
+                raise self.spec_error("features", f"weights have {sorted(widths)} columns but "
+                                      f"'{spec.name}' has {spec.n_channels} features",
+                                      hint="give one weight per feature channel")
+        n = len(p.classes)
+        return {"decision": StreamSpec(
+            name=f"{self.name}-decision", type="Decision", channel_names=tuple(p.classes),
+            srate=0.0, dtype="float64", channel_types=("misc",) * n, units=("prob",) * n,
+            source_id=f"{spec.source_id}-{self.name}")}
+
+    def open(self, context: NodeContext) -> None:
+        super().open(context)
+        p = self.params
+        self._tracker = LabelTracker(p.label_prefix, p.end_marker, p.label_delay_s)
+        self._x: list[np.ndarray] = []
+        self._y: list[int] = []
+        self._groups: list[int] = []
+        self._start: float | None = None
+        self._class_index = {c: i for i, c in enumerate(p.classes)}
+        self._spec = self.output_specs["decision"]
+        self.coef_: np.ndarray | None = None
+        self.intercept_: np.ndarray | None = None
+        self.training: dict | None = None
+        if p.weights is not None:
+            self.coef_ = np.asarray(p.weights, dtype=np.float64)
+            self.intercept_ = np.asarray(p.bias or [0.0] * len(p.weights), dtype=np.float64)
+
+    def process(self, port: str, chunk: AnyChunk) -> Emitted:
+        if isinstance(chunk, EventChunk):
+            self._tracker.update(chunk)
+            return None
+        x = chunk.data
+        if self.coef_ is None:
+            self._collect(x, chunk.timestamps)
+            return None
+        return {"decision": Chunk(self.predict_proba(x), chunk.timestamps, self._spec)}
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_windows, n_features)
+
+        Returns
+        -------
+        ndarray, shape (n_windows, n_classes)
+        """
+        scores = x @ self.coef_.T + self.intercept_  # type: ignore[union-attr]
+        if scores.shape[1] == 1:  # binary: logistic of the decision value
+            p1 = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            return np.column_stack([1.0 - p1, p1])
+        scores = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(scores)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _collect(self, x: np.ndarray, ts: np.ndarray) -> None:
+        if self._start is None:
+            self._start = float(ts[0])
+        for row, t in zip(x, ts.tolist()):  # one iteration per window, not per sample
+            span = self._tracker.span_at(t)
+            if span is not None and span.label in self._class_index:
+                self._x.append(row)
+                self._y.append(self._class_index[span.label])
+                self._groups.append(span.index)
+        if ts[-1] - self._start >= self.params.calibration_s:
+            counts = np.bincount(np.asarray(self._y, dtype=int), minlength=len(self.params.classes))
+            if counts.min() >= self.params.min_windows:
+                self._fit()
+            elif self.context is not None and not getattr(self, "_warned", False):
+                self._warned = True
+                self.context.emit_event("calibration_extended", node=self.name,
+                                        windows_per_class=counts.tolist(),
+                                        needed=self.params.min_windows)
+
+    def _fit(self) -> None:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+        from sklearn.model_selection import GroupKFold, cross_val_score
+
+        x, y, groups = np.asarray(self._x), np.asarray(self._y), np.asarray(self._groups)
+        shrink = self.params.shrinkage
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrink)
+        n_groups = len(np.unique(groups))
+        cv = None
+        if n_groups >= 3:
+            folds = min(5, n_groups)
+            cv = float(cross_val_score(lda, x, y, groups=groups, cv=GroupKFold(folds)).mean())
+        lda.fit(x, y)
+        self.coef_, self.intercept_ = lda.coef_.copy(), lda.intercept_.copy()
+        self.training = {"windows": len(y), "trials": n_groups, "cv_accuracy": cv,
+                         "windows_per_class": np.bincount(y).tolist(),
+                         "chance": 1.0 / len(self.params.classes)}
+        if self.context is not None:
+            self.context.emit_event("decoder_trained", node=self.name, **self.training)
+
+    def summary(self) -> dict:
+        """Training figures for the run's summary."""
+        return {"trained": self.coef_ is not None, "training": self.training}

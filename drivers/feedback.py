@@ -1,0 +1,122 @@
+"""Feedback sink: shows decoded output to the user and scores it against the cues."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from bci_runtime.chunk import AnyChunk, EventChunk
+from bci_runtime.labels import LabelTracker, Span
+from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams
+from bci_runtime.drivers.lsl_common import spec_to_info
+
+
+class FeedbackParams(NodeParams):
+    console: bool = Field(True, description="print each trial's outcome (to stderr)")
+    lsl: bool = Field(True, description="publish decisions as an LSL outlet")
+    lsl_name: str = Field("bci-feedback", description="LSL stream name of the decisions")
+    source_id: str | None = Field(None, description="LSL source_id (default: unique per run)")
+    label_prefix: str = Field("cue/", description="cue marker prefix")
+    end_marker: str = Field("end", description="marker ending a cued span")
+    label_delay_s: float = Field(0.5, ge=0, description="decisions this soon after a cue "
+                                 "are not scored (reaction time)")
+
+
+class Feedback(Node):
+    """Displays decisions (console, LSL) and keeps running accuracy.
+
+    A decision is the argmax of a row of class scores. With the ``truth`` input
+    connected, decisions inside cued spans are scored per window and per trial
+    (majority of the trial's windows).
+    """
+
+    type_name = "feedback"
+    Params = FeedbackParams
+    decision = Input("signal", doc="(n, n_classes) class scores or probabilities")
+    truth = Input("events", required=False, doc="cue markers giving the true class")
+
+    def open(self, context: NodeContext) -> None:
+        super().open(context)
+        p = self.params
+        self._classes = list(self.input_specs["decision"].channel_names)
+        self._tracker = LabelTracker(p.label_prefix, p.end_marker, p.label_delay_s)
+        self.decisions = 0
+        self.scored = 0
+        self.correct = 0
+        self._trial_votes: dict[int, np.ndarray] = {}
+        self._reported: set[int] = set()
+        self.trials_scored = 0
+        self.trials_correct = 0
+        self._outlet = None
+        if p.lsl:
+            import pylsl
+
+            spec = self.input_specs["decision"].with_changes(name=p.lsl_name)
+            sid = p.source_id or f"bci-feedback-{os.getpid()}-{id(self):x}"
+            self._outlet = pylsl.StreamOutlet(spec_to_info(spec, sid), chunk_size=1,
+                                              max_buffered=60)
+
+    def process(self, port: str, chunk: AnyChunk) -> Emitted:
+        if isinstance(chunk, EventChunk):
+            self._tracker.update(chunk)
+            self._report_closed()
+            return None
+        scores = chunk.data
+        if self._outlet is not None:
+            self._outlet.push_chunk(scores, chunk.timestamps.tolist(), pushthrough=True)
+        predicted = scores.argmax(axis=1)
+        self.decisions += len(predicted)
+        for k, t in zip(predicted.tolist(), chunk.timestamps.tolist()):  # per decision
+            span = self._tracker.span_at(t)
+            if span is None or span.label not in self._classes:
+                continue
+            truth = self._classes.index(span.label)
+            self.scored += 1
+            self.correct += int(k == truth)
+            votes = self._trial_votes.setdefault(span.index, np.zeros(len(self._classes), int))
+            votes[k] += 1
+        return None
+
+    def _report_closed(self) -> None:
+        for span in self._tracker.spans:
+            if span.end is None or span.index in self._reported:
+                continue
+            self._reported.add(span.index)
+            votes = self._trial_votes.pop(span.index, None)
+            if votes is None or votes.sum() == 0:
+                continue
+            self._score_trial(span, votes)
+
+    def _score_trial(self, span: Span, votes: np.ndarray) -> None:
+        guess = self._classes[int(votes.argmax())]
+        ok = guess == span.label
+        self.trials_scored += 1
+        self.trials_correct += int(ok)
+        if self.params.console:
+            acc = self.correct / self.scored if self.scored else 0.0
+            print(f"  trial {span.index + 1:3d}: cued {span.label:>6s}  decoded {guess:>6s}  "
+                  f"{'ok ' if ok else 'MISS'}  ({int(votes.max())}/{int(votes.sum())} windows; "
+                  f"running accuracy {acc:.2f})", file=sys.stderr, flush=True)
+        if self.context is not None:
+            self.context.emit_event("trial_scored", node=self.name, trial=span.index + 1,
+                                    cued=span.label, decoded=guess, correct=ok,
+                                    votes=votes.tolist())
+
+    @property
+    def accuracy(self) -> float | None:
+        """Fraction of scored decisions that were right, None before any."""
+        return self.correct / self.scored if self.scored else None
+
+    def summary(self) -> dict[str, Any]:
+        """Decision counts and accuracies for the run's summary."""
+        trial_acc = self.trials_correct / self.trials_scored if self.trials_scored else None
+        return {"decisions": self.decisions, "scored": self.scored, "accuracy": self.accuracy,
+                "trials_scored": self.trials_scored, "trial_accuracy": trial_acc,
+                "chance": 1.0 / len(self._classes)}
+
+    def close(self) -> None:
+        self._outlet = None

@@ -1,0 +1,64 @@
+"""Conversions between LSL stream infos and runtime stream specs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bci_runtime.errors import DependencyError
+from bci_runtime.spec import StreamSpec
+
+_FORMATS = {"float32": "float32", "float64": "double64", "string": "string"}
+_FROM_LSL = {"float32": "float32", "double64": "float64", "string": "string"}
+
+
+def import_pylsl() -> Any:
+    """Import pylsl, with an install hint when liblsl cannot be loaded."""
+    try:
+        import pylsl
+    except (ImportError, RuntimeError) as exc:
+        raise DependencyError(
+            f"pylsl (Lab Streaming Layer) cannot be loaded: {exc}",
+            hint="pip install pylsl (its wheels bundle liblsl); `bci doctor` checks it",
+        ) from exc
+    return pylsl
+
+
+def spec_to_info(spec: StreamSpec, source_id: str | None = None) -> Any:
+    """A ``pylsl.StreamInfo`` carrying the spec, with channel labels, types and units."""
+    pylsl = import_pylsl()
+    info = pylsl.StreamInfo(
+        spec.name, spec.type, spec.n_channels, spec.srate,
+        _FORMATS[spec.dtype], source_id if source_id is not None else spec.source_id,
+    )
+    channels = info.desc().append_child("channels")
+    for label, ctype, unit in zip(spec.channel_names, spec.channel_types, spec.units):
+        ch = channels.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", ctype)
+        ch.append_child_value("unit", unit)
+    info.desc().append_child_value("manufacturer", "bci-runtime")
+    return info
+
+
+def info_to_spec(info: Any) -> StreamSpec:
+    """A stream spec from a full ``pylsl.StreamInfo`` (as ``inlet.info()`` returns)."""
+    n = info.channel_count()
+    labels, types, units = [], [], []
+    ch = info.desc().child("channels").child("channel")
+    for _ in range(n):
+        if ch.empty():
+            break
+        labels.append(ch.child_value("label"))
+        types.append(ch.child_value("type") or "misc")
+        units.append(ch.child_value("unit") or "a.u.")
+        ch = ch.next_sibling()
+    if len(labels) != n or not all(labels):
+        labels = [f"ch{i + 1}" for i in range(n)]
+        types, units = ["misc"] * n, ["a.u."] * n
+    fmt = {1: "float32", 2: "double64", 3: "string"}.get(info.channel_format(), "float32")
+    dtype = _FROM_LSL.get(fmt, "float32")
+    return StreamSpec(
+        name=info.name(), type=info.type(), channel_names=tuple(labels),
+        srate=float(info.nominal_srate()), dtype=dtype,  # type: ignore[arg-type]
+        channel_types=tuple(types), units=tuple(units), source_id=info.source_id(),
+    )

@@ -1,0 +1,1 @@
+"""Signal-processing nodes and the shipped pipeline graphs (``*.yaml`` in this folder)."""

@@ -1,0 +1,1 @@
+"""Synthetic neural signal generators that stand in for hardware."""
