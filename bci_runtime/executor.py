@@ -27,6 +27,7 @@ from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
 from bci_runtime.clock import Clock
 from bci_runtime.errors import BadChunkError, NodeError
 from bci_runtime.graph import Graph
+from bci_runtime.node import is_source
 from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ class RemoteSender(Protocol):
 
     def send(self, edge_id: int, chunk: AnyChunk, base: float, wall: float, now: float) -> None:
         """Send ``chunk`` along edge ``edge_id`` with its latency origin."""
+        ...
+
+    def send_edge_end(self, edge_id: int) -> None:
+        """Tell the receiving process that edge ``edge_id`` carries nothing more."""
+        ...
+
+    def send_barrier(self, edge_id: int) -> None:
+        """Tell the receiving process that this cycle's data on ``edge_id`` are all sent."""
         ...
 
 
@@ -99,6 +108,19 @@ class Executor:
         self._delayed: list[tuple[int, str, AnyChunk]] = []
         self._lock = threading.Lock()
         self.failure: BaseException | None = None
+        # end-of-stream bookkeeping: a node has ended when every non-delayed input edge
+        # has ended (sources: when they stop); it then ends its own output edges
+        self._open_inputs = [0] * len(self.names)
+        for e in graph.edges:
+            if e.dst in self.index and not e.delayed:
+                self._open_inputs[self.index[e.dst]] += 1
+        self._ended = [False] * len(self.names)
+        self.drained = threading.Event()
+        # cycle barriers (simulated clock across processes): same propagation as the
+        # end of stream, reset after every cycle
+        self._barrier_open = list(self._open_inputs)
+        self._barrier_passed = [False] * len(self.names)
+        self.barrier_done = threading.Event()
 
     # -- entry points ------------------------------------------------------------------
     def dispatch_source(self, name: str, outputs: Mapping[str, AnyChunk]) -> None:
@@ -146,6 +168,98 @@ class Executor:
                 return
             self._pending[self.index[e.dst]].append((e.dst_port, chunk))
             self._run(base, wall)
+
+    def start(self) -> None:
+        """Mark nodes with no input to wait for (unconnected non-sources) as ended."""
+        with self._lock:
+            for i, node in enumerate(self.nodes):
+                if self._open_inputs[i] == 0 and not is_source(node):
+                    self._end_node(i)
+            self._check_drained()
+
+    def end_source(self, name: str) -> None:
+        """A source stopped: end its output edges, and downstream nodes in turn."""
+        with self._lock:
+            self._end_node(self.index[name])
+            self._check_drained()
+
+    def end_remote_edge(self, edge_id: int) -> None:
+        """An edge from another process ended (its data all arrived before this)."""
+        with self._lock:
+            self._input_ended(self.index[self.graph.edges[edge_id].dst])
+            self._check_drained()
+
+    def start_barrier(self) -> None:
+        """Close a cycle: mark the sources done; nodes pass the mark on once all inputs did.
+
+        :attr:`barrier_done` is set when every node of this process has passed the
+        mark, which on the simulated clock means the cycle's chunks reached every
+        node in every process: the next cycle can start, deterministically.
+        """
+        with self._lock:
+            self.barrier_done.clear()
+            for i, node in enumerate(self.nodes):
+                if is_source(node) or self._open_inputs[i] == 0:
+                    self._pass_barrier(i)
+            self._check_barrier()
+
+    def remote_barrier(self, edge_id: int) -> None:
+        """The cycle's mark arrived on an edge from another process."""
+        with self._lock:
+            self._barrier_input(self.index[self.graph.edges[edge_id].dst])
+            self._check_barrier()
+
+    def _pass_barrier(self, idx: int) -> None:
+        if self._barrier_passed[idx]:
+            return
+        self._barrier_passed[idx] = True
+        for (src, _port), routes in self.routes.items():
+            if src != idx:
+                continue
+            for r in routes:
+                if r.delayed:
+                    continue
+                if r.target < 0:
+                    if self.remote is not None:
+                        self.remote.send_barrier(r.edge_id)
+                else:
+                    self._barrier_input(r.target)
+
+    def _barrier_input(self, idx: int) -> None:
+        self._barrier_open[idx] -= 1
+        if self._barrier_open[idx] <= 0:
+            self._pass_barrier(idx)
+
+    def _check_barrier(self) -> None:
+        if all(self._barrier_passed):
+            self._barrier_open = list(self._open_inputs)
+            self._barrier_passed = [False] * len(self.names)
+            self.barrier_done.set()
+
+    def _end_node(self, idx: int) -> None:
+        if self._ended[idx]:
+            return
+        self._ended[idx] = True
+        for (src, _port), routes in self.routes.items():
+            if src != idx:
+                continue
+            for r in routes:
+                if r.delayed:
+                    continue
+                if r.target < 0:
+                    if self.remote is not None:
+                        self.remote.send_edge_end(r.edge_id)
+                else:
+                    self._input_ended(r.target)
+
+    def _input_ended(self, idx: int) -> None:
+        self._open_inputs[idx] -= 1
+        if self._open_inputs[idx] <= 0:
+            self._end_node(idx)
+
+    def _check_drained(self) -> None:
+        if all(self._ended):
+            self.drained.set()
 
     # -- internals -----------------------------------------------------------------------
     def _bad_chunk(self, name: str, port: str, chunk: AnyChunk, problem: str) -> AnyChunk | None:

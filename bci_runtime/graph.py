@@ -3,8 +3,7 @@
 :func:`build_graph` does every check that can be done before anything starts and
 collects all problems into one :class:`~bci_runtime.errors.PipelineError`:
 unknown node types and parameters, unknown or unconnected ports, kind mismatches
-(signal vs events), cycles not marked ``delayed``, process placements that send
-data both ways, and spec mismatches found by each node's ``configure`` (channel
+(signal vs events), cycles not marked ``delayed``, and spec mismatches found by each node's ``configure`` (channel
 count, rate, units).
 """
 
@@ -225,13 +224,6 @@ def build_graph(config: PipelineConfig, lines: LineMap | None = None, file: str 
         issue(cycle[0], ("nodes", cycle[-2], "inputs"),
               f"cycle {' -> '.join(cycle)} is not declared; mark the edge that closes the "
               "loop with 'delayed: true' (e.g. 'feedback: {from: x.y, delayed: true}')")
-
-    # 3. process placement: data may not flow both ways between two processes
-    flows = {(config.nodes[e.src].process, config.nodes[e.dst].process) for e in edges}
-    for a, b in sorted(flows):
-        if a != b and (b, a) in flows and a < b:
-            issue(None, ("nodes",), f"processes '{a}' and '{b}' send data to each other; place "
-                  "nodes so data flow one way between any two processes")
 
     if issues:
         raise PipelineError(issues)

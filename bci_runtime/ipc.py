@@ -24,7 +24,7 @@ from bci_runtime.graph import Graph
 
 # edge id, kind, dtype code, n_samples, n_channels, latency base, wall at arrival, clock now
 _HEADER = struct.Struct("<iBBiiddd")
-KIND_SIGNAL, KIND_EVENTS, KIND_EOS, KIND_STOP = 0, 1, 2, 3
+KIND_SIGNAL, KIND_EVENTS, KIND_EOS, KIND_STOP, KIND_BARRIER = 0, 1, 2, 3, 4
 _DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.float64)}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 
@@ -84,11 +84,15 @@ class ZmqSender:
         """Send ``chunk`` along edge ``edge_id``."""
         self._edge_socket[edge_id].send_multipart(encode(edge_id, chunk, base, wall, now), copy=False)
 
-    def send_end_of_stream(self) -> None:
-        """Tell every downstream process that this one will send nothing more."""
-        header = _HEADER.pack(-1, KIND_EOS, 0, 0, 0, 0.0, 0.0, 0.0)
-        for sock in self._sockets.values():
-            sock.send_multipart([header, b"", b""])
+    def send_edge_end(self, edge_id: int) -> None:
+        """Tell the receiving process that edge ``edge_id`` carries nothing more."""
+        header = _HEADER.pack(edge_id, KIND_EOS, 0, 0, 0, 0.0, 0.0, 0.0)
+        self._edge_socket[edge_id].send_multipart([header, b"", b""])
+
+    def send_barrier(self, edge_id: int) -> None:
+        """Tell the receiving process that this cycle's data on ``edge_id`` are all sent."""
+        header = _HEADER.pack(edge_id, KIND_BARRIER, 0, 0, 0, 0.0, 0.0, 0.0)
+        self._edge_socket[edge_id].send_multipart([header, b"", b""])
 
     def close(self) -> None:
         """Close the sockets (lingering up to 2 s to deliver what is queued)."""
@@ -122,25 +126,25 @@ class ZmqReceiver:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(address)
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.upstream = sorted({
-            graph.process_of(e.src) for e in graph.edges
-            if graph.process_of(e.dst) == process and graph.process_of(e.src) != process
-        })
-        self.all_upstream_ended = threading.Event()
-        if not self.upstream:
-            self.all_upstream_ended.set()
         self._thread: threading.Thread | None = None
 
     def start(self, deliver: Callable[[int, AnyChunk, float, float], None],
+              edge_ended: Callable[[int], None], barrier: Callable[[int], None],
               on_error: Callable[[BaseException], None]) -> None:
-        """Start the receiving thread; ``deliver(edge_id, chunk, base, wall)`` per chunk."""
+        """Start the receiving thread.
+
+        ``deliver(edge_id, chunk, base, wall)`` is called per chunk,
+        ``edge_ended(edge_id)`` when an edge carries nothing more and
+        ``barrier(edge_id)`` when a cycle mark arrives.
+        """
         self._thread = threading.Thread(
-            target=self._loop, args=(deliver, on_error), name="zmq-receiver", daemon=True
+            target=self._loop, args=(deliver, edge_ended, barrier, on_error),
+            name="zmq-receiver", daemon=True,
         )
         self._thread.start()
 
-    def _loop(self, deliver: Callable, on_error: Callable) -> None:
-        ended = 0
+    def _loop(self, deliver: Callable, edge_ended: Callable, barrier: Callable,
+              on_error: Callable) -> None:
         specs = {i: self.graph.specs[(e.src, e.src_port)] for i, e in enumerate(self.graph.edges)}
         try:
             while True:
@@ -149,9 +153,10 @@ class ZmqReceiver:
                 if kind == KIND_STOP:
                     return
                 if kind == KIND_EOS:
-                    ended += 1
-                    if ended >= len(self.upstream):
-                        self.all_upstream_ended.set()
+                    edge_ended(edge_id)
+                    continue
+                if kind == KIND_BARRIER:
+                    barrier(edge_id)
                     continue
                 ts = np.frombuffer(frames[2].buffer, dtype=np.float64)
                 if kind == KIND_EVENTS:

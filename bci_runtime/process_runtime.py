@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bci_runtime.clock import Clock
+from bci_runtime.errors import RunError
 from bci_runtime.executor import Executor, RemoteSender
 from bci_runtime.graph import Graph
 from bci_runtime.node import BlockingSource, NodeContext, Source
@@ -72,6 +73,7 @@ class ProcessRuntime:
             )
             self.graph.nodes[name].open(context)
             self._opened.append(name)
+        self.executor.start()
 
     # -- live clock ----------------------------------------------------------------------
     def start_sources(self) -> None:
@@ -114,22 +116,33 @@ class ProcessRuntime:
                     self.sources_done.set()
 
     def stop_sources(self, timeout: float = 5.0) -> None:
-        """Ask the sources to stop and join their threads."""
+        """Ask the sources to stop, join their threads, and end their streams.
+
+        Ending a source's stream lets everything downstream (here and in other
+        processes) know when all in-flight data have been processed.
+        """
         self.stop_requested.set()
         for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("source thread %s did not stop within %.1f s", thread.name, timeout)
         self._threads.clear()
+        if self.executor is not None:
+            for name in self.source_names:
+                self.executor.end_source(name)
 
     # -- simulated clock -----------------------------------------------------------------
-    def run_simulated(self, until: float | None) -> str:
+    def run_simulated(self, until: float | None, barrier_timeout: float | None = None) -> str:
         """Run the sources in due-time order on the simulated clock.
 
         Parameters
         ----------
         until : float or None
             Stop before the first chunk due after this clock time.
+        barrier_timeout : float or None
+            With worker processes: after each chunk, wait (up to this long) until
+            it has reached every node in every process, so that a split graph
+            gives the same outputs as a single process. None: no barrier.
 
         Returns
         -------
@@ -150,6 +163,14 @@ class ProcessRuntime:
                 return "completed"
             advance(due)
             dispatch(names[i], sources[i].read())  # type: ignore[attr-defined]
+            if barrier_timeout is not None:
+                executor = self.executor
+                executor.start_barrier()  # type: ignore[union-attr]
+                if not executor.barrier_done.wait(barrier_timeout):  # type: ignore[union-attr]
+                    if self.stop_requested.is_set():
+                        return "stopped"
+                    raise RunError(f"a cycle did not reach every process within "
+                                   f"{barrier_timeout:g} s", hint="a worker may be stuck")
             dues[i] = sources[i].next_due()  # type: ignore[attr-defined]
         return "stopped"
 

@@ -141,7 +141,7 @@ class Runner:
     # -- workers -------------------------------------------------------------------------
     def _spawn_workers(self, run_dir: str) -> None:
         ctx = mp.get_context("spawn")
-        config_json = self.graph.config.model_dump_json(by_alias=True)
+        config_json = self.graph.config.model_dump_json(by_alias=True, exclude_unset=True)
         for name in self.graph.processes:
             if name == MAIN_PROCESS:
                 continue
@@ -274,7 +274,7 @@ class Runner:
                     except NodeError as exc:
                         self._on_failure(exc)
 
-                receiver.start(deliver, self._on_failure)
+                receiver.start(deliver, executor.end_remote_edge, executor.remote_barrier, self._on_failure)
                 self._wait_all("opened", STARTUP_TIMEOUT_S)
                 self._check_started("opened")
                 for worker in self._workers.values():
@@ -289,7 +289,7 @@ class Runner:
                 raise
         finally:
             self.runtime.stop_sources()
-            self._drain(sender, receiver)
+            self._drain()
             if receiver is not None:
                 receiver.stop()
             self.runtime.close()
@@ -318,7 +318,8 @@ class Runner:
     def _run_sources(self) -> str:
         if self.graph.config.clock == "simulated":
             until = self.clock.now() + self.duration if self.duration else None
-            status = self.runtime.run_simulated(until)
+            barrier = DRAIN_TIMEOUT_S if self._workers else None
+            status = self.runtime.run_simulated(until, barrier)
             return "stopped" if self._stop_reason else status
         self.runtime.start_sources()
         done = self.runtime.sources_done
@@ -336,21 +337,24 @@ class Runner:
             return "stopped"
         return "completed"
 
-    def _drain(self, sender: ZmqSender | None, receiver: ZmqReceiver | None) -> None:
-        """Let in-flight chunks reach every process before closing."""
+    def _drain(self) -> None:
+        """Let in-flight chunks reach every node, in every process, before closing.
+
+        The sources' end-of-stream marks travel the edges behind the data; a
+        process has drained when each of its nodes has seen the end of its inputs.
+        """
         if not self._workers:
             return
-        if sender is not None:
-            sender.send_end_of_stream()
         for worker in self._workers.values():
             try:
                 worker.conn.send(("stop", DRAIN_TIMEOUT_S))
             except (OSError, ValueError):
                 worker.drained.set()
         self._wait_all("drained", DRAIN_TIMEOUT_S + 2.0)
-        if receiver is not None:
+        executor = self.runtime.executor
+        if executor is not None:
             alive = all(w.process.is_alive() for w in self._workers.values())
-            receiver.all_upstream_ended.wait(DRAIN_TIMEOUT_S if alive else 0.5)
+            executor.drained.wait(DRAIN_TIMEOUT_S if alive else 0.5)
 
     def _result(self, status: str, reason: str, wall_s: float) -> RunResult:
         executor = self.runtime.executor

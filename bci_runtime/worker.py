@@ -118,7 +118,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                     except NodeError as exc:
                         on_failure(exc)
 
-                receiver.start(deliver, on_failure)
+                receiver.start(deliver, executor.end_remote_edge, executor.remote_barrier, on_failure)
                 send("opened")
             elif verb == "run":
                 if config.clock == "live":
@@ -127,10 +127,9 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                 # end of input: local sources stop, upstream processes have ended, then
                 # tell downstream processes and report telemetry
                 runtime.stop_sources()
-                receiver.all_upstream_ended.wait(msg[1] if len(msg) > 1 else 10.0)
-                if sender is not None:
-                    sender.send_end_of_stream()
                 executor = runtime.executor
+                if executor is not None:
+                    executor.drained.wait(msg[1] if len(msg) > 1 else 10.0)
                 send("drained", {
                     "telemetry": {n: t.to_state() for n, t in executor.telemetry.items()},
                     "end_to_end": (executor.end_to_end.values(), executor.end_to_end.count,
