@@ -87,7 +87,9 @@ class LslInlet(BlockingSource):
             self._spec = self._spec.with_changes(channel_names=remote.channel_names,
                                                  channel_types=remote.channel_types,
                                                  units=remote.units)
-        self._lost_error = pylsl.LostError
+        from pylsl.util import LostError
+
+        self._lost_error = LostError
         context.emit_event("stream_connected", node=self.name, stream=remote.name,
                            source_id=remote.source_id, channels=remote.n_channels,
                            srate=remote.srate)
