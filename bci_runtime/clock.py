@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Clock(Protocol):
@@ -31,11 +31,12 @@ class LslClock:
     def __init__(self) -> None:
         import pylsl
 
-        probe = pylsl.local_clock() - time.monotonic()
-        self.now = time.monotonic if abs(probe) < 1e-3 else pylsl.local_clock  # type: ignore[method-assign]
+        same = abs(pylsl.local_clock() - time.monotonic()) < 1e-3
+        self._read: Callable[[], float] = time.monotonic if same else pylsl.local_clock
 
-    def now(self) -> float:  # replaced per instance in __init__
-        return time.monotonic()
+    def now(self) -> float:
+        """Current LSL time in seconds."""
+        return self._read()
 
 
 class SimulatedClock:

@@ -143,10 +143,26 @@ class NodeError(RunError):
         self.timestamp = timestamp
         self.cause = cause
         when = f" at t={timestamp:.6f}" if timestamp is not None else ""
+        cause_name = getattr(cause, "type_name", type(cause).__name__)
         super().__init__(
-            f"node '{node}' failed{when}: {type(cause).__name__}: {cause}",
+            f"node '{node}' failed{when}: {cause_name}: {cause}",
             hint="see the traceback in the session's events.jsonl; fix the node or its parameters",
         )
+
+
+    @classmethod
+    def from_report(cls, node: str, timestamp: float | None, type_name: str,
+                    message: str) -> NodeError:
+        """Rebuild the error a worker process reported (its cause cannot cross)."""
+        return cls(node, timestamp, _RemoteCause(type_name, message))
+
+
+class _RemoteCause(Exception):
+    """Stands for an exception raised in another process."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
 class BadChunkError(RunError):

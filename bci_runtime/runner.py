@@ -207,8 +207,9 @@ class Runner:
             info = msg[1]
             self.emit_event("worker_failure", process=worker.name, **info)
             if info.get("type") == "NodeError" and info.get("node"):
-                exc: BciError = RunError(info["message"])
-                exc.node = info["node"]  # type: ignore[attr-defined]
+                exc: BciError = NodeError.from_report(
+                    info["node"], info.get("timestamp"), info.get("cause_type") or "Error",
+                    info.get("cause_message") or info["message"])
             else:
                 exc = RunError(f"worker process '{worker.name}' failed: {info['message']}")
             self._on_failure(exc)

@@ -45,9 +45,12 @@ def die_with_parent(parent_pid: int) -> None:
 
 def failure_info(exc: BaseException) -> dict[str, Any]:
     """Picklable description of a failure."""
+    cause = getattr(exc, "cause", None)
     return {
         "type": type(exc).__name__,
         "message": str(exc),
+        "cause_type": type(cause).__name__ if cause is not None else None,
+        "cause_message": str(cause) if cause is not None else None,
         "node": getattr(exc, "node", None),
         "timestamp": getattr(exc, "timestamp", None),
         "traceback": "".join(traceback.format_exception(exc)),
