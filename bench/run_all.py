@@ -1,0 +1,36 @@
+"""Run every benchmark once, in sequence (``make bench``).
+
+The memory soak runs for one minute here; run ``bench/memory_soak.py`` alone for
+the full ten minutes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS = [
+    ["latency.py"],
+    ["dispatch_overhead.py"],
+    ["zmq_hop.py"],
+    ["memory_soak.py", "--minutes", "1"],
+]
+
+
+def main() -> int:
+    failed = []
+    for script, *args in RUNS:
+        print(f"\n== {script} {' '.join(args)}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / script), *args])
+        if code:
+            failed.append(script)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
