@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -162,8 +163,12 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "")
+    """Readable type of a parameter: ``float``, ``list[str]``, ``'a' | 'b'``."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _jsonable(value: Any) -> Any:

@@ -121,7 +121,8 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _names(cls, value: dict[str, NodeConfig]) -> dict[str, NodeConfig]:
         if not value:
-            raise ValueError("a pipeline needs at least one node")
+            raise ValueError("a pipeline needs at least one node; add one under 'nodes:' "
+                             "(`bci nodes` lists the types)")
         for name in value:
             if not NAME_PATTERN.match(name):
                 raise ValueError(
@@ -174,7 +175,8 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}' (first on line {seen[key]})", key_node.start_mark
+                None, None, f"duplicate key '{key}' (first on line {seen[key]}); keep only one",
+                key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line + 1
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
@@ -198,7 +200,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = f", column {mark.column + 1}" if mark else ""
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        context = exc.context
+        if context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            context += f" started on line {exc.context_mark.line + 1}"
+        problem = ": ".join(p for p in (context, exc.problem) if p)
         raise PipelineError(
             [ConfigIssue(file, line, None, None, f"YAML syntax error{col}: {problem}; "
                          "check indentation, colons and brackets on that line")]

@@ -115,17 +115,21 @@ def _topological_order(names: list[str], edges: list[Edge]) -> tuple[list[str], 
 
 
 def _find_cycle(start: str, edges: list[Edge], within: set[str]) -> list[str]:
-    """One cycle through ``within`` reachable from ``start``, as a node path."""
-    succ: dict[str, list[str]] = defaultdict(list)
+    """One cycle through ``within`` that feeds ``start``, as a node path.
+
+    Walks upstream: every node Kahn's algorithm left has an upstream node that was
+    left too (a node downstream of a cycle may have no downstream one).
+    """
+    pred: dict[str, list[str]] = defaultdict(list)
     for e in edges:
         if not e.delayed and e.src in within and e.dst in within:
-            succ[e.src].append(e.dst)
+            pred[e.dst].append(e.src)
     path, seen = [start], {start}
     node = start
     while True:
-        node = succ[node][0]
+        node = pred[node][0]
         if node in seen:
-            return path[path.index(node):] + [node]
+            return (path[path.index(node):] + [node])[::-1]
         path.append(node)
         seen.add(node)
 
@@ -221,9 +225,11 @@ def build_graph(config: PipelineConfig, lines: LineMap | None = None, file: str 
     order, cyclic = _topological_order(names, edges)
     if cyclic:
         cycle = _find_cycle(cyclic[0], edges, set(cyclic))
-        issue(cycle[0], ("nodes", cycle[-2], "inputs"),
+        closing = next(e for e in edges if not e.delayed and (e.src, e.dst) == tuple(cycle[-2:]))
+        issue(cycle[-1], ("nodes", cycle[-1], "inputs", closing.dst_port),
               f"cycle {' -> '.join(cycle)} is not declared; mark the edge that closes the "
-              "loop with 'delayed: true' (e.g. 'feedback: {from: x.y, delayed: true}')")
+              f"loop with 'delayed: true': '{closing.dst_port}: {{from: {closing.src}."
+              f"{closing.src_port}, delayed: true}}'")
 
     if issues:
         raise PipelineError(issues)
@@ -252,8 +258,21 @@ def _configure_all(graph: Graph, lines: LineMap, file: str) -> None:
             }
             try:
                 out = node.configure(specs)
+            except KeyError as exc:  # configure read an input fed only by a delayed edge
+                port = exc.args[0] if exc.args else None
+                if not isinstance(port, str) or port not in node.inputs or port in specs:
+                    raise
+                where = ("nodes", name, "inputs", port)
+                issues.append(ConfigIssue(file, lines.line(where), name, ".".join(where),
+                                          f"input '{port}' has no stream when the graph starts "
+                                          "(it is fed only by a delayed edge); mark another edge "
+                                          "of the loop 'delayed: true' instead"))
+                continue
             except (BciError, ValueError) as exc:
-                issues.append(ConfigIssue(file, lines.line(("nodes", name)), name, "inputs",
+                port = getattr(exc, "port", None)
+                where = ("nodes", name) + (("inputs",) if node.inputs else ()) + (
+                    (port,) if port in node.inputs else ())
+                issues.append(ConfigIssue(file, lines.line(where), name, ".".join(where),
                                           str(exc).replace("\n  hint:", ";")))
                 continue
             missing = set(node.outputs) - set(out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import zmq
 
 from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
 from bci_runtime.graph import Graph
+from bci_runtime.spec import StreamSpec
 
 # edge id, kind, dtype code, n_samples, n_channels, latency base, wall at arrival, clock now
 _HEADER = struct.Struct("<iBBiiddd")
@@ -46,6 +47,30 @@ def encode(edge_id: int, chunk: AnyChunk, base: float, wall: float, now: float) 
                           data.shape[1], base, wall, now)
     ts = chunk.timestamps if chunk.timestamps.flags.c_contiguous else chunk.timestamps.copy()
     return [header, data, ts]
+
+
+def decode(frames: list, specs: Mapping[int, StreamSpec]) -> tuple[int, int, AnyChunk | None,
+                                                                    float, float]:
+    """Read one message (``recv_multipart(copy=False)`` frames), the inverse of :func:`encode`.
+
+    Arrays are views of the received frames, not copies.
+
+    Returns
+    -------
+    tuple
+        ``(edge_id, kind, chunk, base, wall)``; ``chunk`` is None for the
+        control kinds (end of stream, barrier, stop).
+    """
+    edge_id, kind, code, n, c, base, wall, _now = _HEADER.unpack(frames[0].bytes)
+    if kind != KIND_SIGNAL and kind != KIND_EVENTS:
+        return edge_id, kind, None, base, wall
+    ts = np.frombuffer(frames[2].buffer, dtype=np.float64)
+    if kind == KIND_EVENTS:
+        chunk: AnyChunk = EventChunk(tuple(json.loads(frames[1].bytes)), ts, specs[edge_id])
+    else:
+        data = np.frombuffer(frames[1].buffer, dtype=_DTYPES[code]).reshape(n, c)
+        chunk = Chunk(data, ts, specs[edge_id])
+    return edge_id, kind, chunk, base, wall
 
 
 class ZmqSender:
@@ -149,7 +174,7 @@ class ZmqReceiver:
         try:
             while True:
                 frames = self._socket.recv_multipart(copy=False)
-                edge_id, kind, code, n, c, base, wall, _now = _HEADER.unpack(frames[0].bytes)
+                edge_id, kind, chunk, base, wall = decode(frames, specs)
                 if kind == KIND_STOP:
                     return
                 if kind == KIND_EOS:
@@ -158,12 +183,6 @@ class ZmqReceiver:
                 if kind == KIND_BARRIER:
                     barrier(edge_id)
                     continue
-                ts = np.frombuffer(frames[2].buffer, dtype=np.float64)
-                if kind == KIND_EVENTS:
-                    chunk: AnyChunk = EventChunk(tuple(json.loads(frames[1].bytes)), ts, specs[edge_id])
-                else:
-                    data = np.frombuffer(frames[1].buffer, dtype=_DTYPES[code]).reshape(n, c)
-                    chunk = Chunk(data, ts, specs[edge_id])
                 deliver(edge_id, chunk, base, wall)
         except Exception as exc:  # report, then stop receiving
             on_error(exc)

@@ -184,7 +184,9 @@ class Node:
     # -- helpers -------------------------------------------------------------------
     def spec_error(self, port: str, message: str, hint: str | None = None) -> SpecMismatchError:
         """Build a :class:`SpecMismatchError` that names this node and port."""
-        return SpecMismatchError(f"node '{self.name}' input '{port}': {message}", hint=hint)
+        error = SpecMismatchError(f"node '{self.name}' input '{port}': {message}", hint=hint)
+        error.port = port  # type: ignore[attr-defined]  # lets the graph point at the input
+        return error
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

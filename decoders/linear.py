@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -46,8 +48,11 @@ class LinearClassifier(Node):
     spans (from the ``labels`` event input) during the first ``calibration_s``
     seconds, fits scikit-learn's LDA once, logs cross-validated accuracy
     (folds by trial, so windows of one trial never straddle train and test) and
-    goes online. Online prediction is one matrix product, not a scikit-learn
-    call, to keep the hot path short.
+    goes online. On the live clock the fit runs in a background thread and the
+    model is swapped in between two chunks, so training never delays a chunk; on
+    the simulated clock it runs inline, keeping runs deterministic. Online
+    prediction is one matrix product, not a scikit-learn call, to keep the hot
+    path short.
     """
 
     type_name = "linear_classifier"
@@ -85,6 +90,9 @@ class LinearClassifier(Node):
         self.coef_: np.ndarray | None = None
         self.intercept_: np.ndarray | None = None
         self.training: dict | None = None
+        self._fitting: threading.Thread | None = None
+        self._fitted: tuple[np.ndarray, np.ndarray, dict] | None = None
+        self._inline_fit = context.clock.simulated
         if p.weights is not None:
             self.coef_ = np.asarray(p.weights, dtype=np.float64)
             self.intercept_ = np.asarray(p.bias or [0.0] * len(p.weights), dtype=np.float64)
@@ -94,8 +102,11 @@ class LinearClassifier(Node):
             self._tracker.update(chunk)
             return None
         x = chunk.data
+        if self.coef_ is None and self._fitted is not None:
+            self._install(*self._fitted)  # swap between two chunks
         if self.coef_ is None:
-            self._collect(x, chunk.timestamps)
+            if self._fitting is None:
+                self._collect(x, chunk.timestamps)
             return None
         return {"decision": Chunk(self.predict_proba(x), chunk.timestamps, self._spec)}
 
@@ -130,32 +141,54 @@ class LinearClassifier(Node):
         if ts[-1] - self._start >= self.params.calibration_s:
             counts = np.bincount(np.asarray(self._y, dtype=int), minlength=len(self.params.classes))
             if counts.min() >= self.params.min_windows:
-                self._fit()
+                x_, y_, g_ = np.asarray(self._x), np.asarray(self._y), np.asarray(self._groups)
+                if self._inline_fit:
+                    self._install(*self._fit(x_, y_, g_))
+                else:
+                    self._fitting = threading.Thread(target=self._fit_in_background,
+                                                     args=(x_, y_, g_), daemon=True,
+                                                     name=f"fit-{self.name}")
+                    self._fitting.start()
             elif self.context is not None and not getattr(self, "_warned", False):
                 self._warned = True
                 self.context.emit_event("calibration_extended", node=self.name,
                                         windows_per_class=counts.tolist(),
                                         needed=self.params.min_windows)
 
-    def _fit(self) -> None:
+    def _fit_in_background(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        try:
+            self._fitted = self._fit(x, y, groups)
+        except Exception as exc:  # reported; the node keeps emitting nothing
+            if self.context is not None:
+                self.context.emit_event("decoder_training_failed", node=self.name, error=repr(exc))
+
+    def _fit(self, x: np.ndarray, y: np.ndarray,
+             groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Fit shrinkage LDA; returns (coef, intercept, training figures)."""
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
         from sklearn.model_selection import GroupKFold, cross_val_score
 
-        x, y, groups = np.asarray(self._x), np.asarray(self._y), np.asarray(self._groups)
-        shrink = self.params.shrinkage
-        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrink)
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=self.params.shrinkage)
         n_groups = len(np.unique(groups))
         cv = None
         if n_groups >= 3:
             folds = min(5, n_groups)
             cv = float(cross_val_score(lda, x, y, groups=groups, cv=GroupKFold(folds)).mean())
         lda.fit(x, y)
-        self.coef_, self.intercept_ = lda.coef_.copy(), lda.intercept_.copy()
-        self.training = {"windows": len(y), "trials": n_groups, "cv_accuracy": cv,
-                         "windows_per_class": np.bincount(y).tolist(),
-                         "chance": 1.0 / len(self.params.classes)}
+        training = {"windows": len(y), "trials": n_groups, "cv_accuracy": cv,
+                    "windows_per_class": np.bincount(y).tolist(),
+                    "chance": 1.0 / len(self.params.classes)}
+        return lda.coef_.copy(), lda.intercept_.copy(), training
+
+    def _install(self, coef: np.ndarray, intercept: np.ndarray, training: dict) -> None:
+        self.coef_, self.intercept_, self.training = coef, intercept, training
+        self._fitted = None
         if self.context is not None:
-            self.context.emit_event("decoder_trained", node=self.name, **self.training)
+            self.context.emit_event("decoder_trained", node=self.name, **training)
+
+    def close(self) -> None:
+        if self._fitting is not None:
+            self._fitting.join(30.0)
 
     def summary(self) -> dict:
         """Training figures for the run's summary."""
