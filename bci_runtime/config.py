@@ -153,16 +153,30 @@ class LineMap:
         return self._lines.get((), None)
 
 
-def _collect_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+def _collect_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int],
+                   duplicates: list[tuple[tuple[Any, ...], int, int]]) -> None:
+    """Record the line of every entry; note duplicate keys as (path, first, second line)."""
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _collect_lines(value_node, path + (key,), out)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                duplicates.append((path + (key,), seen[key], line))
+                continue
+            seen[key] = line
+            out[path + (key,)] = line
+            _collect_lines(value_node, path + (key,), out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _collect_lines(item, path + (index,), out)
+            _collect_lines(item, path + (index,), out, duplicates)
+
+
+def _duplicate_issue(file: str, path: tuple[Any, ...], first: int, second: int) -> ConfigIssue:
+    node = path[1] if len(path) > 1 and path[0] == "nodes" else None
+    return ConfigIssue(file, second, node, ".".join(str(p) for p in path),
+                       f"duplicate key '{path[-1]}' (first on line {first}); keep only one")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -194,8 +208,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         On a syntax error, with the line and column of the problem.
     """
     try:
-        tree = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -211,8 +224,15 @@ def parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
     except yaml.YAMLError as exc:
         raise PipelineError([ConfigIssue(file, None, None, None, f"YAML error: {exc}")]) from None
     lines: dict[tuple[Any, ...], int] = {}
+    duplicates: list[tuple[tuple[Any, ...], int, int]] = []
     if tree is not None:
-        _collect_lines(tree, (), lines)
+        _collect_lines(tree, (), lines, duplicates)
+    if duplicates:
+        raise PipelineError([_duplicate_issue(file, *d) for d in duplicates])
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:  # e.g. an unknown tag; syntax was checked above
+        raise PipelineError([ConfigIssue(file, None, None, None, f"YAML error: {exc}")]) from None
     return data, LineMap(lines)
 
 

@@ -108,7 +108,7 @@ class PipelineError(ConfigError):
     """
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = list(issues)
+        self.issues = sorted(issues, key=lambda i: (i.line is None, i.line or 0))
         lines = [str(issue) for issue in self.issues]
         super().__init__("\n".join(lines) if lines else "invalid pipeline")
 

@@ -297,7 +297,8 @@ class Executor:
     def _run(self, base: float, wall: float) -> None:
         """Call nodes in topological order until nothing is pending."""
         if self._delayed:
-            for target, port, chunk in self._delayed:
+            # reversed: each insert(0) goes in front, so this keeps the emission order
+            for target, port, chunk in reversed(self._delayed):
                 self._pending[target].insert(0, (port, chunk))
             self._delayed = []
         pending, nodes, tel, is_sink = self._pending, self.nodes, self._tel, self.is_sink

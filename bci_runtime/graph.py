@@ -258,15 +258,17 @@ def _configure_all(graph: Graph, lines: LineMap, file: str) -> None:
             }
             try:
                 out = node.configure(specs)
-            except KeyError as exc:  # configure read an input fed only by a delayed edge
+            except KeyError as exc:  # configure read a connected input that has no spec yet
                 port = exc.args[0] if exc.args else None
-                if not isinstance(port, str) or port not in node.inputs or port in specs:
+                feeds = [e for e in incoming[name] if e.dst_port == port]
+                if not feeds or port in specs:
                     raise
-                where = ("nodes", name, "inputs", port)
-                issues.append(ConfigIssue(file, lines.line(where), name, ".".join(where),
-                                          f"input '{port}' has no stream when the graph starts "
-                                          "(it is fed only by a delayed edge); mark another edge "
-                                          "of the loop 'delayed: true' instead"))
+                if all(e.delayed for e in feeds):  # else its upstream failed and is reported
+                    where = ("nodes", name, "inputs", port)
+                    issues.append(ConfigIssue(
+                        file, lines.line(where), name, ".".join(where),
+                        f"input '{port}' has no stream when the graph starts (it is fed only "
+                        "by a delayed edge); mark another edge of the loop 'delayed: true'"))
                 continue
             except (BciError, ValueError) as exc:
                 port = getattr(exc, "port", None)

@@ -51,6 +51,7 @@ class ProcessRuntime:
         self.session_dir = session_dir
         self.stop_requested = threading.Event()
         self.sources_done = threading.Event()
+        self.on_sources_done: Callable[[], None] | None = None  # called once sources_done is set
         self.executor: Executor | None = None
         self._opened: list[str] = []
         self._threads: list[threading.Thread] = []
@@ -114,6 +115,8 @@ class ProcessRuntime:
                 self._running_sources -= 1
                 if self._running_sources <= 0:
                     self.sources_done.set()
+                    if self.on_sources_done is not None:
+                        self.on_sources_done()
 
     def stop_sources(self, timeout: float = 5.0) -> None:
         """Ask the sources to stop, join their threads, and end their streams.

@@ -118,6 +118,7 @@ class Runner:
         self._workers: dict[str, _Worker] = {}
         self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
                                       self._on_failure, session_dir)
+        self.runtime.on_sources_done = self._wake.set  # the last source ending ends a live run
 
     # -- control -------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -346,9 +347,12 @@ class Runner:
         """
         if not self._workers:
             return
+        # a dead worker never ends its output edges: then nobody waits long for them
+        timeout = DRAIN_TIMEOUT_S if all(w.process.is_alive() for w in self._workers.values()) \
+            else 0.5
         for worker in self._workers.values():
             try:
-                worker.conn.send(("stop", DRAIN_TIMEOUT_S))
+                worker.conn.send(("stop", timeout))
             except (OSError, ValueError):
                 worker.drained.set()
         self._wait_all("drained", DRAIN_TIMEOUT_S + 2.0)
