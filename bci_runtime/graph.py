@@ -180,6 +180,10 @@ def build_graph(config: PipelineConfig, lines: LineMap | None = None, file: str 
         if "on_bad_chunk" in ncfg.model_fields_set and not is_source(node):
             issue(name, ("nodes", name, "on_bad_chunk"),
                   f"'on_bad_chunk' applies to sources only and '{ncfg.type}' is not one; remove it")
+        if config.clock == "simulated" and is_source(node) and ncfg.process != MAIN_PROCESS:
+            issue(name, ("nodes", name, "process"),
+                  "on the simulated clock every source runs in the main process, which drives "
+                  "the clock; remove 'process' from this source or set 'clock: live'")
         if config.clock == "simulated" and isinstance(node, BlockingSource):
             issue(name, ("nodes", name, "type"),
                   f"'{ncfg.type}' waits on the outside world and cannot run on the simulated "
@@ -257,7 +261,7 @@ def _configure_all(graph: Graph, lines: LineMap, file: str) -> None:
                 if (e.src, e.src_port) in graph.specs
             }
             try:
-                out = node.configure(specs)
+                out = node.bind(specs)
             except KeyError as exc:  # configure read a connected input that has no spec yet
                 port = exc.args[0] if exc.args else None
                 feeds = [e for e in incoming[name] if e.dst_port == port]
@@ -281,7 +285,6 @@ def _configure_all(graph: Graph, lines: LineMap, file: str) -> None:
             if missing:
                 issues.append(ConfigIssue(file, lines.line(("nodes", name)), name, None,
                                           f"node did not declare specs for outputs {sorted(missing)}"))
-            node.input_specs, node.output_specs = dict(specs), dict(out)
             for port, spec in out.items():
                 graph.specs[(name, port)] = spec
         if issues:

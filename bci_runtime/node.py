@@ -3,14 +3,15 @@
 A node is a plain object that can be tested alone::
 
     node = Bandpass("bp", {"low": 8, "high": 30})
-    out_specs = node.configure({"signal": eeg_spec})   # start-time check, returns output specs
+    out_specs = node.bind({"signal": eeg_spec})        # start-time check, returns output specs
     node.open(NodeContext.for_test())
     emitted = node.process("signal", chunk)            # {"signal": filtered_chunk}
     node.close()
 
 Lifecycle, in order: ``__init__`` (parameters only, no side effects),
-:meth:`Node.configure` (pure: validates input specs, returns output specs; also run
-by ``bci validate``), :meth:`Node.open` (acquire devices, sockets, files),
+:meth:`Node.bind` (calls the node's :meth:`Node.configure` hook, which validates
+the input specs and returns the output specs, and keeps both; pure, so ``bci
+validate`` runs it too), :meth:`Node.open` (acquire devices, sockets, files),
 :meth:`Node.process` per arriving chunk, :meth:`Node.close`.
 """
 
@@ -152,6 +153,21 @@ class Node:
         self.context: NodeContext | None = None
 
     # -- lifecycle -----------------------------------------------------------------
+    def bind(self, inputs: Mapping[str, StreamSpec]) -> dict[str, StreamSpec]:
+        """Check input specs with :meth:`configure` and keep them and the output specs.
+
+        The graph calls this at start (and ``bci validate`` without starting);
+        call it yourself to use a node alone.
+
+        Returns
+        -------
+        dict of str to StreamSpec
+            Spec of each output port.
+        """
+        out = dict(self.configure(inputs))
+        self.input_specs, self.output_specs = dict(inputs), out
+        return out
+
     def configure(self, inputs: Mapping[str, StreamSpec]) -> dict[str, StreamSpec]:
         """Check input specs and declare output specs (start-time hook).
 

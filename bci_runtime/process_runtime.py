@@ -169,6 +169,8 @@ class ProcessRuntime:
             if barrier_timeout is not None:
                 executor = self.executor
                 executor.start_barrier()  # type: ignore[union-attr]
+                if self.stop_requested.is_set():  # a stop after this also sets barrier_done
+                    return "stopped"
                 if not executor.barrier_done.wait(barrier_timeout):  # type: ignore[union-attr]
                     if self.stop_requested.is_set():
                         return "stopped"

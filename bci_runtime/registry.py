@@ -7,13 +7,16 @@ its ``pyproject.toml``)::
     [project.entry-points."bci_runtime.nodes"]
     my_filter = "my_package.nodes:MyFilter"
 
-Classes can also be registered at run time with :func:`register_node`.
-Entry points are loaded lazily: resolving one type imports only its module.
+Classes can also be registered at run time with :func:`register_node` (worker
+processes re-import them by module path, see :func:`runtime_registrations`), or
+named directly in a pipeline as ``type: my_package.nodes:MyFilter``. Entry points
+are loaded lazily: resolving one type imports only its module.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import threading
 from importlib.metadata import EntryPoint, entry_points
 
@@ -44,6 +47,41 @@ def available_types() -> list[str]:
     return sorted(set(_registered) | set(_entry_points()))
 
 
+def runtime_registrations() -> dict[str, str]:
+    """``module:qualname`` of classes registered with :func:`register_node`.
+
+    Worker processes import these so that they know the same types.
+    """
+    eps = _entry_points()
+    with _lock:
+        return {name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in _registered.items()
+                if name not in eps}
+
+
+def import_registrations(paths: dict[str, str]) -> None:
+    """Register classes by ``module:qualname`` (the inverse of :func:`runtime_registrations`)."""
+    for name, path in paths.items():
+        cls = _import_class(path, name)
+        with _lock:
+            _registered.setdefault(name, cls)
+
+
+def _import_class(path: str, type_name: str) -> type[Node]:
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownNodeTypeError(
+            f"node type '{type_name}': cannot import '{path}': {exc}",
+            hint="write 'package.module:ClassName' with an importable module",
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Node)):
+        raise UnknownNodeTypeError(f"'{path}' is not a Node subclass")
+    return obj
+
+
 def get_node_class(type_name: str) -> type[Node]:
     """Return the node class registered under ``type_name``.
 
@@ -55,6 +93,8 @@ def get_node_class(type_name: str) -> type[Node]:
     with _lock:
         if type_name in _registered:
             return _registered[type_name]
+    if ":" in type_name:  # a class named by import path
+        return _import_class(type_name, type_name)
     eps = _entry_points()
     if type_name not in eps:
         known = available_types()

@@ -27,6 +27,7 @@ from bci_runtime.errors import BciError, NodeError, RunError, WorkerDiedError
 from bci_runtime.graph import Graph
 from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
 from bci_runtime.process_runtime import ProcessRuntime
+from bci_runtime.registry import runtime_registrations
 from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
 from bci_runtime.worker import make_run_dir, node_summaries, worker_main
 
@@ -118,7 +119,11 @@ class Runner:
         self._workers: dict[str, _Worker] = {}
         self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
                                       self._on_failure, session_dir)
-        self.runtime.on_sources_done = self._wake.set  # the last source ending ends a live run
+        # a live run also ends when every source, in every process, has ended
+        self._source_processes = {graph.process_of(n) for n in graph.sources()}
+        self._ended_source_processes: set[str] = set()
+        self.all_sources_done = threading.Event()
+        self.runtime.on_sources_done = lambda: self._sources_ended_in(MAIN_PROCESS)
 
     # -- control -------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -127,7 +132,18 @@ class Runner:
             if self._stop_reason is None:
                 self._stop_reason = reason
         self.runtime.stop_requested.set()
+        executor = self.runtime.executor
+        if executor is not None:  # wake a simulated run waiting on a cycle (a worker died?)
+            executor.barrier_done.set()
         self._wake.set()
+
+    def _sources_ended_in(self, process: str) -> None:
+        with self._lock:
+            self._ended_source_processes.add(process)
+            done = self._source_processes <= self._ended_source_processes
+        if done:
+            self.all_sources_done.set()
+            self._wake.set()
 
     def _on_failure(self, exc: BaseException) -> None:
         if not isinstance(exc, BciError):
@@ -151,7 +167,7 @@ class Runner:
                 target=worker_main, name=f"bci-worker-{name}", daemon=True,
                 args=(config_json, self.graph.file, name, run_dir,
                       str(self.session_dir) if self.session_dir else None, child_conn,
-                      mp.current_process().pid),
+                      mp.current_process().pid, runtime_registrations()),
             )
             proc.start()
             child_conn.close()
@@ -182,6 +198,7 @@ class Runner:
                     worker = sentinels.pop(obj)
                     if not worker.exiting:
                         nodes = ", ".join(self.graph.nodes_in(worker.name))
+                        worker.process.join(1.0)  # the sentinel fires before it can be reaped
                         code = worker.process.exitcode
                         self._on_failure(WorkerDiedError(
                             f"worker process '{worker.name}' (pid {worker.process.pid}) died "
@@ -199,6 +216,8 @@ class Runner:
             worker.ready.set()
         elif verb == "opened":
             worker.opened.set()
+        elif verb == "sources_done":
+            self._sources_ended_in(worker.name)
         elif verb == "event":
             self.emit_event(msg[1], process=worker.name, **msg[2])
         elif verb == "drained":
@@ -324,7 +343,7 @@ class Runner:
             status = self.runtime.run_simulated(until, barrier)
             return "stopped" if self._stop_reason else status
         self.runtime.start_sources()
-        done = self.runtime.sources_done
+        done = self.all_sources_done
         deadline = time.monotonic() + self.duration if self.duration else None
         while not self._wake.is_set() and not done.is_set():
             # woken by a stop request, a failure, or the last source ending; the timeout
@@ -348,8 +367,9 @@ class Runner:
         if not self._workers:
             return
         # a dead worker never ends its output edges: then nobody waits long for them
-        timeout = DRAIN_TIMEOUT_S if all(w.process.is_alive() for w in self._workers.values()) \
-            else 0.5
+        died = isinstance(self._failure, WorkerDiedError) or not all(
+            w.process.is_alive() for w in self._workers.values())
+        timeout = 0.5 if died else DRAIN_TIMEOUT_S
         for worker in self._workers.values():
             try:
                 worker.conn.send(("stop", timeout))
@@ -359,7 +379,7 @@ class Runner:
         executor = self.runtime.executor
         if executor is not None:
             alive = all(w.process.is_alive() for w in self._workers.values())
-            executor.drained.wait(DRAIN_TIMEOUT_S if alive else 0.5)
+            executor.drained.wait(DRAIN_TIMEOUT_S if alive and not died else 0.5)
 
     def _result(self, status: str, reason: str, wall_s: float) -> RunResult:
         executor = self.runtime.executor

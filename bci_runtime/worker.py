@@ -28,6 +28,7 @@ from bci_runtime.errors import NodeError
 from bci_runtime.graph import build_graph
 from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
 from bci_runtime.process_runtime import ProcessRuntime
+from bci_runtime.registry import import_registrations
 
 PR_SET_PDEATHSIG = 1
 
@@ -71,7 +72,8 @@ def node_summaries(graph: Any, names: list[str]) -> dict[str, dict]:
 
 
 def worker_main(config_json: str, file: str, process: str, run_dir: str,
-                session_dir: str | None, control: Connection, parent_pid: int) -> None:
+                session_dir: str | None, control: Connection, parent_pid: int,
+                registrations: dict[str, str] | None = None) -> None:
     """Entry point of a worker process (spawned by :class:`~bci_runtime.runner.Runner`)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -92,6 +94,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
             runtime.stop_requested.set()
 
     try:
+        import_registrations(registrations or {})
         config = PipelineConfig.model_validate_json(config_json)
         graph = build_graph(config, file=file)
         clock = SimulatedClock() if config.clock == "simulated" else LslClock()
@@ -101,6 +104,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
             on_failure=on_failure,
             session_dir=Path(session_dir) if session_dir else None,
         )
+        runtime.on_sources_done = lambda: send("sources_done")
         receiver = ZmqReceiver(graph, process, bind_address(config.transport, Path(run_dir), process),
                                context)
         send("ready", receiver.address, os.getpid())
