@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ class LslInletParams(NodeParams):
     channel_names: list[str] | None = Field(None, description="labels the pipeline expects")
     resolve_timeout_s: float = Field(10.0, gt=0, description="how long to look for the stream")
     buffer_s: int = Field(1, ge=1, description="inlet buffer; short so data are never old")
+    coalesce_ms: float = Field(0.5, ge=0, le=20, description="longest wait for the rest of a "
+                               "chunk whose first samples arrived alone (0: never wait)")
 
     @model_validator(mode="after")
     def _query(self) -> LslInletParams:
@@ -90,6 +93,10 @@ class LslInlet(BlockingSource):
         from pylsl.util import LostError
 
         self._lost_error = LostError
+        self._srate = remote.srate
+        self._coalesce_s = p.coalesce_ms / 1e3
+        self._lag_floor = float("inf")
+        self._floor_rise = 0.01 / remote.srate  # the usual delay may grow back slowly
         context.emit_event("stream_connected", node=self.name, stream=remote.name,
                            source_id=remote.source_id, channels=remote.n_channels,
                            srate=remote.srate)
@@ -116,15 +123,38 @@ class LslInlet(BlockingSource):
         try:
             data, ts = self._inlet.pull_chunk(timeout=timeout, max_samples=MAX_CHUNK_SAMPLES,
                                               min_samples=1, as_numpy=True)
+            if len(ts) == 0:
+                return None
+            data, ts = self._complete_chunk(data, ts)
         except self._lost_error:
             self._lost = True
             raise StreamNotFoundError(f"node '{self.name}': the LSL stream was lost",
                                       hint="check the device and its LSL app") from None
-        if len(ts) == 0:
-            return None
         if data.dtype != np.float32:
             data = data.astype(np.float32)
         return {"signal": Chunk(data, ts, self._spec)}
+
+    def _complete_chunk(self, data: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Wait, briefly and event-driven, for the rest of a chunk already on its way.
+
+        liblsl hands samples over one by one, so the first sample of a pushed
+        chunk can wake us while the others are still being received, microseconds
+        behind. Samples the device has produced but we do not have yet are those
+        whose time (newest timestamp + k / srate) lies before ``now`` minus the
+        stream's usual transport delay (a slowly rising running minimum of the
+        lag). We wait for exactly those, at most ``coalesce_ms``; a stream that
+        is simply late costs nothing, since its usual delay is subtracted.
+        """
+        lag = time.monotonic() - float(ts[-1])
+        self._lag_floor = min(self._lag_floor + self._floor_rise, lag)
+        missing = min(int((lag - self._lag_floor) * self._srate), MAX_CHUNK_SAMPLES)
+        if missing < 1 or self._coalesce_s <= 0:
+            return data, ts
+        more, more_ts = self._inlet.pull_chunk(timeout=self._coalesce_s, max_samples=missing,
+                                               min_samples=missing, as_numpy=True)
+        if len(more_ts) == 0:
+            return data, ts
+        return np.concatenate((data, more)), np.concatenate((ts, more_ts))
 
     @property
     def exhausted(self) -> bool:
