@@ -58,6 +58,54 @@ class _Route:
     edge_id: int  # index in graph.edges
 
 
+class _Wave:
+    """A mark that flows along non-delayed edges: a node passes it once all its inputs have.
+
+    Parameters
+    ----------
+    n_inputs : list of int
+        Non-delayed input edges of each local node.
+    downstream : list of list of _Route
+        Non-delayed routes out of each local node.
+    send_remote : callable
+        ``send_remote(edge_id)`` passes the mark to another process.
+    """
+
+    def __init__(self, n_inputs: list[int], downstream: list[list[_Route]],
+                 send_remote: Callable[[int], None]) -> None:
+        self.n_inputs = n_inputs
+        self._downstream = downstream
+        self._send_remote = send_remote
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new wave."""
+        self._open = list(self.n_inputs)
+        self._passed = [False] * len(self.n_inputs)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every local node has passed the mark."""
+        return all(self._passed)
+
+    def pass_node(self, idx: int) -> None:
+        """Node ``idx`` passes the mark on to everything downstream."""
+        if self._passed[idx]:
+            return
+        self._passed[idx] = True
+        for r in self._downstream[idx]:
+            if r.target < 0:
+                self._send_remote(r.edge_id)
+            else:
+                self.input_passed(r.target)
+
+    def input_passed(self, idx: int) -> None:
+        """One input edge of node ``idx`` passed the mark."""
+        self._open[idx] -= 1
+        if self._open[idx] <= 0:
+            self.pass_node(idx)
+
+
 class Executor:
     """Runs the nodes of one process, event-driven.
 
@@ -108,18 +156,22 @@ class Executor:
         self._delayed: list[tuple[int, str, AnyChunk]] = []
         self._lock = threading.Lock()
         self.failure: BaseException | None = None
-        # end-of-stream bookkeeping: a node has ended when every non-delayed input edge
-        # has ended (sources: when they stop); it then ends its own output edges
-        self._open_inputs = [0] * len(self.names)
+        # Two marks flow along the non-delayed edges behind the data (ZeroMQ keeps
+        # order per connection): the end of stream, once, and on the simulated clock
+        # with workers a barrier closing each cycle.
+        n_inputs = [0] * len(self.names)
+        downstream: list[list[_Route]] = [[] for _ in self.names]
         for e in graph.edges:
             if e.dst in self.index and not e.delayed:
-                self._open_inputs[self.index[e.dst]] += 1
-        self._ended = [False] * len(self.names)
+                n_inputs[self.index[e.dst]] += 1
+        for (src, _port), routes in self.routes.items():
+            downstream[src].extend(r for r in routes if not r.delayed)
+        noop = lambda edge_id: None  # noqa: E731
+        self._end_wave = _Wave(n_inputs, downstream,
+                               remote.send_edge_end if remote is not None else noop)
+        self._barrier_wave = _Wave(n_inputs, downstream,
+                                   remote.send_barrier if remote is not None else noop)
         self.drained = threading.Event()
-        # cycle barriers (simulated clock across processes): same propagation as the
-        # end of stream, reset after every cycle
-        self._barrier_open = list(self._open_inputs)
-        self._barrier_passed = [False] * len(self.names)
         self.barrier_done = threading.Event()
 
     # -- entry points ------------------------------------------------------------------
@@ -170,24 +222,28 @@ class Executor:
             self._run(base, wall)
 
     def start(self) -> None:
-        """Mark nodes with no input to wait for (unconnected non-sources) as ended."""
+        """End, at once, nodes with no input to wait for (unconnected non-sources)."""
         with self._lock:
             for i, node in enumerate(self.nodes):
-                if self._open_inputs[i] == 0 and not is_source(node):
-                    self._end_node(i)
+                if self._end_wave.n_inputs[i] == 0 and not is_source(node):
+                    self._end_wave.pass_node(i)
             self._check_drained()
 
     def end_source(self, name: str) -> None:
         """A source stopped: end its output edges, and downstream nodes in turn."""
         with self._lock:
-            self._end_node(self.index[name])
+            self._end_wave.pass_node(self.index[name])
             self._check_drained()
 
     def end_remote_edge(self, edge_id: int) -> None:
         """An edge from another process ended (its data all arrived before this)."""
         with self._lock:
-            self._input_ended(self.index[self.graph.edges[edge_id].dst])
+            self._end_wave.input_passed(self.index[self.graph.edges[edge_id].dst])
             self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._end_wave.complete:
+            self.drained.set()
 
     def start_barrier(self) -> None:
         """Close a cycle: mark the sources done; nodes pass the mark on once all inputs did.
@@ -199,67 +255,20 @@ class Executor:
         with self._lock:
             self.barrier_done.clear()
             for i, node in enumerate(self.nodes):
-                if is_source(node) or self._open_inputs[i] == 0:
-                    self._pass_barrier(i)
+                if is_source(node) or self._barrier_wave.n_inputs[i] == 0:
+                    self._barrier_wave.pass_node(i)
             self._check_barrier()
 
     def remote_barrier(self, edge_id: int) -> None:
         """The cycle's mark arrived on an edge from another process."""
         with self._lock:
-            self._barrier_input(self.index[self.graph.edges[edge_id].dst])
+            self._barrier_wave.input_passed(self.index[self.graph.edges[edge_id].dst])
             self._check_barrier()
 
-    def _pass_barrier(self, idx: int) -> None:
-        if self._barrier_passed[idx]:
-            return
-        self._barrier_passed[idx] = True
-        for (src, _port), routes in self.routes.items():
-            if src != idx:
-                continue
-            for r in routes:
-                if r.delayed:
-                    continue
-                if r.target < 0:
-                    if self.remote is not None:
-                        self.remote.send_barrier(r.edge_id)
-                else:
-                    self._barrier_input(r.target)
-
-    def _barrier_input(self, idx: int) -> None:
-        self._barrier_open[idx] -= 1
-        if self._barrier_open[idx] <= 0:
-            self._pass_barrier(idx)
-
     def _check_barrier(self) -> None:
-        if all(self._barrier_passed):
-            self._barrier_open = list(self._open_inputs)
-            self._barrier_passed = [False] * len(self.names)
+        if self._barrier_wave.complete:
+            self._barrier_wave.reset()
             self.barrier_done.set()
-
-    def _end_node(self, idx: int) -> None:
-        if self._ended[idx]:
-            return
-        self._ended[idx] = True
-        for (src, _port), routes in self.routes.items():
-            if src != idx:
-                continue
-            for r in routes:
-                if r.delayed:
-                    continue
-                if r.target < 0:
-                    if self.remote is not None:
-                        self.remote.send_edge_end(r.edge_id)
-                else:
-                    self._input_ended(r.target)
-
-    def _input_ended(self, idx: int) -> None:
-        self._open_inputs[idx] -= 1
-        if self._open_inputs[idx] <= 0:
-            self._end_node(idx)
-
-    def _check_drained(self) -> None:
-        if all(self._ended):
-            self.drained.set()
 
     # -- internals -----------------------------------------------------------------------
     def _bad_chunk(self, name: str, port: str, chunk: AnyChunk, problem: str) -> AnyChunk | None:
