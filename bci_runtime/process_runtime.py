@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bci_runtime.clock import Clock
-from bci_runtime.errors import RunError
+from bci_runtime.errors import RunError, SpecMismatchError
 from bci_runtime.executor import Executor, RemoteSender
 from bci_runtime.graph import Graph
 from bci_runtime.node import BlockingSource, NodeContext, Source
+from bci_runtime.spec import StreamSpec
 
 log = logging.getLogger(__name__)
 BLOCKING_READ_TIMEOUT_S = 0.25  # only bounds how soon a quiet source sees a stop request
@@ -64,17 +65,41 @@ class ProcessRuntime:
         return [n for n in self.graph.sources() if self.graph.process_of(n) == self.process]
 
     def open(self, remote: RemoteSender | None = None) -> None:
-        """Create the executor and open every node of this process in topological order."""
+        """Create the executor and open every node of this process in topological order.
+
+        A node may refine its output specs when it opens (a device's channel labels,
+        types and units); nodes downstream are bound again with the refined specs
+        before they open. Shape and rate may not change.
+        """
         self.executor = Executor(self.graph, self.process, self.clock, self.emit_event, remote)
         for name in self.graph.nodes_in(self.process):
+            node = self.graph.nodes[name]
+            refined = {e.dst_port: self.graph.specs[(e.src, e.src_port)]
+                       for e in self.graph.edges if e.dst == name}
+            if any(node.input_specs.get(port) != spec for port, spec in refined.items()):
+                node.bind(refined)
             context = NodeContext(
                 name=name, clock=self.clock, seed=self.graph.config.seed,
                 session_dir=self.session_dir, emit_event=self.emit_event,
                 stop_requested=self.stop_requested,
             )
-            self.graph.nodes[name].open(context)
+            node.open(context)
             self._opened.append(name)
+            for port, spec in node.output_specs.items():
+                self._refine(name, port, spec)
         self.executor.start()
+
+    def _refine(self, name: str, port: str, spec: StreamSpec) -> None:
+        old = self.graph.specs[(name, port)]
+        if spec == old:
+            return
+        if (spec.n_channels, spec.srate, spec.dtype) != (old.n_channels, old.srate, old.dtype):
+            raise SpecMismatchError(
+                f"node '{name}' output '{port}' changed shape when it opened: "
+                f"{old.n_channels} ch @ {old.srate:g} Hz {old.dtype} declared, "
+                f"{spec.n_channels} ch @ {spec.srate:g} Hz {spec.dtype} opened",
+                hint="fix the node's parameters to match the device")
+        self.graph.specs[(name, port)] = spec
 
     # -- live clock ----------------------------------------------------------------------
     def start_sources(self) -> None:

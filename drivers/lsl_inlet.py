@@ -84,12 +84,15 @@ class LslInlet(BlockingSource):
         inlet.flush()  # never compute feedback on samples older than the connection
         self._inlet = inlet
         self._lost = False
-        self._spec = self.output_specs.get("signal") or self.configure({})["signal"]
-        if tuple(remote.channel_names) != self._spec.channel_names and not p.channel_names:
-            # the pipeline did not name channels: take the device's labels and units
-            self._spec = self._spec.with_changes(channel_names=remote.channel_names,
-                                                 channel_types=remote.channel_types,
-                                                 units=remote.units)
+        # the device's metadata refine the declared spec: its channel types and units,
+        # and its labels where the pipeline did not name channels (the graph passes the
+        # refined spec on to downstream nodes before they open)
+        declared = self.output_specs.get("signal") or self.configure({})["signal"]
+        self._spec = declared.with_changes(
+            channel_names=declared.channel_names if p.channel_names else remote.channel_names,
+            channel_types=remote.channel_types, units=remote.units,
+            name=remote.name, type=remote.type, source_id=remote.source_id)
+        self.output_specs["signal"] = self._spec
         from pylsl.util import LostError
 
         self._lost_error = LostError
