@@ -119,10 +119,10 @@ class ZmqSender:
         header = _HEADER.pack(edge_id, KIND_BARRIER, 0, 0, 0, 0.0, 0.0, 0.0)
         self._edge_socket[edge_id].send_multipart([header, b"", b""])
 
-    def close(self) -> None:
-        """Close the sockets (lingering up to 2 s to deliver what is queued)."""
+    def close(self, linger_ms: int = 2000) -> None:
+        """Close the sockets, waiting up to ``linger_ms`` to deliver what is queued."""
         for sock in self._sockets.values():
-            sock.close()
+            sock.close(linger=linger_ms)
         self._sockets.clear()
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+KEEP_SPANS = 256  # recent spans kept; decisions and windows are only ever recent
+
 from bci_runtime.chunk import EventChunk
 
 
@@ -43,14 +45,18 @@ class LabelTracker:
         self.delay_s = delay_s
         self.spans: list[Span] = []
         self._onsets: list[float] = []
+        self.count = 0  # spans seen in total
 
     def update(self, chunk: EventChunk) -> None:
         """Take the markers of an event chunk into account."""
         for marker, t in zip(chunk.markers, chunk.timestamps.tolist()):
             if marker.startswith(self.prefix):
                 self._close(t)
-                self.spans.append(Span(marker[len(self.prefix):], t, None, len(self.spans)))
+                self.spans.append(Span(marker[len(self.prefix):], t, None, self.count))
                 self._onsets.append(t)
+                self.count += 1
+                if len(self.spans) > 2 * KEEP_SPANS:  # bounded memory over long sessions
+                    del self.spans[:-KEEP_SPANS], self._onsets[:-KEEP_SPANS]
             elif marker == self.end_marker:
                 self._close(t)
 

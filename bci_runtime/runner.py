@@ -279,7 +279,7 @@ class Runner:
                 self._check_started("ready")
                 addresses = {MAIN_PROCESS: receiver.address}
                 addresses.update({w.name: w.address for w in self._workers.values()})
-                self.emit_event("workers_started", workers={
+                self.emit_event("workers_started", run_dir=run_dir, workers={
                     w.name: {"pid": w.pid, "nodes": self.graph.nodes_in(w.name)}
                     for w in self._workers.values()})
                 for worker in self._workers.values():
@@ -315,7 +315,8 @@ class Runner:
                 receiver.stop()
             self.runtime.close()
             if sender is not None:
-                sender.close()
+                # after a failure, what is queued for a dead worker is dropped at once
+                sender.close(linger_ms=0 if self._failure is not None else 2000)
             self._shutdown_workers()
             if context is not None:
                 context.term()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -162,6 +163,28 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
         sys.stdout.flush()
 
 
+RUN_DIR_PREFIX = "bci-run-"
+
+
 def make_run_dir() -> str:
-    """A private folder for this run's ipc:// socket files (short path for the 107-byte limit)."""
-    return tempfile.mkdtemp(prefix="bci-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    """A private folder for this run's ipc:// socket files, named after this process.
+
+    Short (ipc:// paths are limited to 107 bytes). Folders left by runs whose
+    process no longer exists (a SIGKILLed runtime cannot clean up) are removed.
+    """
+    base = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+    for stale in base.glob(f"{RUN_DIR_PREFIX}*"):
+        pid = stale.name[len(RUN_DIR_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

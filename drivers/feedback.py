@@ -12,7 +12,7 @@ from pydantic import Field
 from bci_runtime.chunk import AnyChunk, EventChunk
 from bci_runtime.labels import LabelTracker, Span
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams
-from bci_runtime.drivers.lsl_common import spec_to_info
+from bci_runtime.drivers.lsl_common import import_pylsl, spec_to_info
 
 
 class FeedbackParams(NodeParams):
@@ -48,13 +48,12 @@ class Feedback(Node):
         self.scored = 0
         self.correct = 0
         self._trial_votes: dict[int, np.ndarray] = {}
-        self._reported: set[int] = set()
+        self._last_reported = -1  # index of the newest trial reported
         self.trials_scored = 0
         self.trials_correct = 0
         self._outlet = None
         if p.lsl:
-            import pylsl
-
+            pylsl = import_pylsl()
             spec = self.input_specs["decision"].with_changes(name=p.lsl_name)
             sid = p.source_id or f"bci-feedback-{os.getpid()}-{id(self):x}"
             self._outlet = pylsl.StreamOutlet(spec_to_info(spec, sid), chunk_size=1,
@@ -83,9 +82,9 @@ class Feedback(Node):
 
     def _report_closed(self) -> None:
         for span in self._tracker.spans:
-            if span.end is None or span.index in self._reported:
+            if span.end is None or span.index <= self._last_reported:
                 continue
-            self._reported.add(span.index)
+            self._last_reported = span.index
             votes = self._trial_votes.pop(span.index, None)
             if votes is None or votes.sum() == 0:
                 continue

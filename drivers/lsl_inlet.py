@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -26,6 +26,9 @@ class LslInletParams(NodeParams):
     channel_names: list[str] | None = Field(None, description="labels the pipeline expects")
     resolve_timeout_s: float = Field(10.0, gt=0, description="how long to look for the stream")
     buffer_s: int = Field(1, ge=1, description="inlet buffer; short so data are never old")
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="sample type delivered downstream; float64 keeps double "
+        "streams (and large sample counters) exact")
     coalesce_ms: float = Field(0.5, ge=0, le=20, description="longest wait for the rest of a "
                                "chunk whose first samples arrived alone (0: never wait)")
 
@@ -54,7 +57,7 @@ class LslInlet(BlockingSource):
         p = self.params
         names = tuple(p.channel_names or [f"ch{i + 1}" for i in range(p.channels)])
         spec = StreamSpec(name=p.name or p.type or p.source_id or self.name, type=p.type or "EEG",
-                          channel_names=names, srate=p.srate, dtype="float32",
+                          channel_names=names, srate=p.srate, dtype=p.dtype,
                           source_id=p.source_id or "")
         return {"signal": spec}
 
@@ -97,6 +100,7 @@ class LslInlet(BlockingSource):
 
         self._lost_error = LostError
         self._srate = remote.srate
+        self._dtype = np.dtype(p.dtype)
         self._coalesce_s = p.coalesce_ms / 1e3
         self._lag_floor = float("inf")
         self._floor_rise = 0.01 / remote.srate  # the usual delay may grow back slowly
@@ -133,8 +137,8 @@ class LslInlet(BlockingSource):
             self._lost = True
             raise StreamNotFoundError(f"node '{self.name}': the LSL stream was lost",
                                       hint="check the device and its LSL app") from None
-        if data.dtype != np.float32:
-            data = data.astype(np.float32)
+        if data.dtype != self._dtype:
+            data = data.astype(self._dtype)
         return {"signal": Chunk(data, ts, self._spec)}
 
     def _complete_chunk(self, data: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
