@@ -64,22 +64,40 @@ class ProcessRuntime:
         """Sources placed in this process, in topological order."""
         return [n for n in self.graph.sources() if self.graph.process_of(n) == self.process]
 
-    def open(self, remote: RemoteSender | None = None) -> None:
+    def open(self, remote: RemoteSender | None = None,
+             spec_in: Callable[[int], StreamSpec] | None = None,
+             spec_out: Callable[[int, StreamSpec], None] | None = None) -> None:
         """Create the executor and open every node of this process in topological order.
 
         A node may refine its output specs when it opens (a device's channel labels,
         types and units); nodes downstream are bound again with the refined specs
-        before they open. Shape and rate may not change.
+        before they open. Shape and rate may not change. Across processes the
+        refined specs travel too: before a node opens, ``spec_in(edge_id)`` waits for
+        the spec of each edge arriving from another process, and after it opens,
+        ``spec_out(edge_id, spec)`` sends the spec of each edge leaving this one.
+        Every process opens in the graph's topological order, so nobody waits on a
+        node that waits on them.
+
+        Parameters
+        ----------
+        remote : RemoteSender, optional
+            Sender for edges to other processes.
+        spec_in, spec_out : callable, optional
+            Spec exchange with other processes (both or neither).
         """
         self.executor = Executor(self.graph, self.process, self.clock, self.emit_event, remote)
-        for name in self.graph.nodes_in(self.process):
-            node = self.graph.nodes[name]
-            refined = {e.dst_port: self.graph.specs[(e.src, e.src_port)]
-                       for e in self.graph.edges if e.dst == name}
-            if any(node.input_specs.get(port) != spec for port, spec in refined.items()):
-                node.bind(refined)
+        graph, edges = self.graph, list(enumerate(self.graph.edges))
+        for name in graph.nodes_in(self.process):
+            node = graph.nodes[name]
+            if spec_in is not None:
+                for edge_id, e in edges:
+                    if e.dst == name and not e.delayed and graph.process_of(e.src) != self.process:
+                        self._refine(e.src, e.src_port, spec_in(edge_id))
+            bound = {e.dst_port: graph.specs[(e.src, e.src_port)] for _, e in edges if e.dst == name}
+            if any(node.input_specs.get(port) != spec for port, spec in bound.items()):
+                node.bind(bound)
             context = NodeContext(
-                name=name, clock=self.clock, seed=self.graph.config.seed,
+                name=name, clock=self.clock, seed=graph.config.seed,
                 session_dir=self.session_dir, emit_event=self.emit_event,
                 stop_requested=self.stop_requested,
             )
@@ -87,9 +105,14 @@ class ProcessRuntime:
             self._opened.append(name)
             for port, spec in node.output_specs.items():
                 self._refine(name, port, spec)
+            if spec_out is not None:
+                for edge_id, e in edges:
+                    if e.src == name and graph.process_of(e.dst) != self.process:
+                        spec_out(edge_id, graph.specs[(e.src, e.src_port)])
         self.executor.start()
 
     def _refine(self, name: str, port: str, spec: StreamSpec) -> None:
+        """Take a node's opened spec for an output; only metadata may differ."""
         old = self.graph.specs[(name, port)]
         if spec == old:
             return

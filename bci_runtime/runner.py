@@ -28,6 +28,7 @@ from bci_runtime.graph import Graph
 from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
 from bci_runtime.process_runtime import ProcessRuntime
 from bci_runtime.registry import runtime_registrations
+from bci_runtime.spec import StreamSpec
 from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
 from bci_runtime.worker import make_run_dir, node_summaries, worker_main
 
@@ -86,6 +87,16 @@ class _Worker:
     drained: threading.Event = field(default_factory=threading.Event)
     report: dict = field(default_factory=dict)
     exiting: bool = False
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, *msg: Any) -> bool:
+        """Send a control message; False if the worker is gone."""
+        with self.send_lock:
+            try:
+                self.conn.send(msg)
+                return True
+            except (OSError, ValueError):
+                return False
 
 
 class Runner:
@@ -117,6 +128,8 @@ class Runner:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
+        self._remote_specs: dict[int, StreamSpec] = {}
+        self._specs_changed = threading.Condition()
         self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
                                       self._on_failure, session_dir)
         # a live run also ends when every source, in every process, has ended
@@ -154,6 +167,8 @@ class Runner:
                 self.emit_event("failure", error=str(exc), type=type(exc).__name__,
                                 node=getattr(exc, "node", None))
         self.request_stop("failure")
+        with self._specs_changed:
+            self._specs_changed.notify_all()  # nobody waits for a spec that will not come
 
     # -- workers -------------------------------------------------------------------------
     def _spawn_workers(self, run_dir: str) -> None:
@@ -214,6 +229,8 @@ class Runner:
         if verb == "ready":
             worker.address, worker.pid = msg[1], msg[2]
             worker.ready.set()
+        elif verb == "spec":
+            self._route_spec(msg[1], StreamSpec.from_dict(msg[2]))
         elif verb == "opened":
             worker.opened.set()
         elif verb == "sources_done":
@@ -236,6 +253,33 @@ class Runner:
             for event in (worker.ready, worker.opened):
                 event.set()
 
+    # -- spec exchange while opening ------------------------------------------------------
+    def _route_spec(self, edge_id: int, spec: StreamSpec) -> None:
+        """Pass an edge's opened spec to the process at its end."""
+        dst = self.graph.process_of(self.graph.edges[edge_id].dst)
+        if dst != MAIN_PROCESS:
+            self._workers[dst].send("spec", edge_id, spec.to_dict())
+            return
+        with self._specs_changed:
+            self._remote_specs[edge_id] = spec
+            self._specs_changed.notify_all()
+
+    def _spec_in(self, edge_id: int) -> StreamSpec:
+        """Wait for the spec of an edge arriving from a worker."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        with self._specs_changed:
+            while edge_id not in self._remote_specs:
+                remaining = deadline - time.monotonic()
+                if self._failure is not None:
+                    raise self._failure
+                if remaining <= 0:
+                    e = self.graph.edges[edge_id]
+                    raise RunError(f"the stream {e.src}.{e.src_port} from worker process "
+                                   f"'{self.graph.process_of(e.src)}' was not ready within "
+                                   f"{STARTUP_TIMEOUT_S:.0f} s")
+                self._specs_changed.wait(remaining)
+            return self._remote_specs[edge_id]
+
     def _wait_all(self, attr: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for worker in self._workers.values():
@@ -244,10 +288,7 @@ class Runner:
     def _shutdown_workers(self) -> None:
         for worker in self._workers.values():
             worker.exiting = True
-            try:
-                worker.conn.send(("exit",))
-            except (OSError, ValueError):
-                pass
+            worker.send("exit")
         deadline = time.monotonic() + EXIT_TIMEOUT_S
         for worker in self._workers.values():
             worker.process.join(max(0.0, deadline - time.monotonic()))
@@ -283,9 +324,11 @@ class Runner:
                     w.name: {"pid": w.pid, "nodes": self.graph.nodes_in(w.name)}
                     for w in self._workers.values()})
                 for worker in self._workers.values():
-                    worker.conn.send(("connect", addresses))
+                    worker.send("connect", addresses)
                 sender = ZmqSender(self.graph, MAIN_PROCESS, addresses, context)
-            self.runtime.open(sender)
+                self.runtime.open(sender, self._spec_in, self._route_spec)
+            else:
+                self.runtime.open()
             if receiver is not None:
                 executor = self.runtime.executor
 
@@ -299,7 +342,7 @@ class Runner:
                 self._wait_all("opened", STARTUP_TIMEOUT_S)
                 self._check_started("opened")
                 for worker in self._workers.values():
-                    worker.conn.send(("run",))
+                    worker.send("run")
             self.emit_event("run_started", clock=self.graph.config.clock, duration=self.duration)
             status = self._run_sources()
         except BciError as exc:
@@ -372,9 +415,7 @@ class Runner:
             w.process.is_alive() for w in self._workers.values())
         timeout = 0.5 if died else DRAIN_TIMEOUT_S
         for worker in self._workers.values():
-            try:
-                worker.conn.send(("stop", timeout))
-            except (OSError, ValueError):
+            if not worker.send("stop", timeout):
                 worker.drained.set()
         self._wait_all("drained", DRAIN_TIMEOUT_S + 2.0)
         executor = self.runtime.executor

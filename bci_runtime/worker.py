@@ -2,8 +2,9 @@
 
 The main process spawns one worker per process name and talks to it over a
 ``multiprocessing`` pipe (control) while data go over pyzmq. Protocol, main ->
-worker: ``connect`` (addresses), ``run``, ``stop``, ``exit``; worker -> main:
-``ready`` (bound address), ``opened``, ``event``, ``failed``, ``drained``
+worker: ``connect`` (addresses), ``spec`` (an incoming edge's stream, while
+opening), ``run``, ``stop``, ``exit``; worker -> main: ``ready`` (bound address),
+``spec`` (an outgoing edge's stream), ``opened``, ``event``, ``failed``, ``drained``
 (telemetry). A worker asks the kernel to kill it if its parent dies
 (``PR_SET_PDEATHSIG``), so no worker outlives the runtime, even after SIGKILL.
 """
@@ -16,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,11 +27,12 @@ import zmq
 
 from bci_runtime.clock import LslClock, SimulatedClock
 from bci_runtime.config import PipelineConfig
-from bci_runtime.errors import NodeError
+from bci_runtime.errors import NodeError, RunError
 from bci_runtime.graph import build_graph
 from bci_runtime.ipc import ZmqReceiver, ZmqSender, bind_address
 from bci_runtime.process_runtime import ProcessRuntime
 from bci_runtime.registry import import_registrations
+from bci_runtime.spec import StreamSpec
 
 PR_SET_PDEATHSIG = 1
 
@@ -83,11 +86,25 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
     receiver: ZmqReceiver | None = None
     sender: ZmqSender | None = None
 
+    send_lock = threading.Lock()  # nodes' and sources' threads send events too
+    received_specs: dict[int, StreamSpec] = {}
+
     def send(*msg: Any) -> None:
-        try:
-            control.send(msg)
-        except (OSError, EOFError, ValueError):
-            pass
+        with send_lock:
+            try:
+                control.send(msg)
+            except (OSError, EOFError, ValueError):
+                pass
+
+    def spec_in(edge_id: int) -> StreamSpec:
+        """Wait for the spec of an edge from another process (sent while opening)."""
+        while edge_id not in received_specs:
+            msg = control.recv()
+            if msg[0] != "spec":
+                raise RunError(f"startup interrupted by '{msg[0]}' while waiting for the "
+                               f"stream of edge {edge_id}")
+            received_specs[msg[1]] = StreamSpec.from_dict(msg[2])
+        return received_specs[edge_id]
 
     def on_failure(exc: BaseException) -> None:
         send("failed", failure_info(exc))
@@ -117,7 +134,8 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
             verb = msg[0]
             if verb == "connect":
                 sender = ZmqSender(graph, process, msg[1], context)
-                runtime.open(sender)
+                runtime.open(sender, spec_in,
+                             lambda edge_id, spec: send("spec", edge_id, spec.to_dict()))
                 executor = runtime.executor
 
                 def deliver(edge_id: int, chunk: Any, base: float, wall: float) -> None:

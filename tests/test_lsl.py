@@ -344,14 +344,7 @@ def _desc_channels(info: Any) -> tuple[list[str], list[str], list[str]]:
     return labels, types, units
 
 
-CROSS_PROCESS_SPECS = pytest.mark.xfail(strict=True, reason=(
-    "the device's labels/types/units reach the inlet's spec in the process that opens it "
-    "(ProcessRuntime.open refines graph.specs there), but not other processes: the main "
-    "process keeps the configure-time ch1..chN/'misc'/'a.u.' spec, so an lsl_outlet there "
-    "republishes without the device's metadata"))
-
-
-@pytest.mark.parametrize("placement", ["main", pytest.param("acq", marks=CROSS_PROCESS_SPECS)],
+@pytest.mark.parametrize("placement", ["main", "acq"],
                          ids=["same-process", "inlet-in-worker"])
 @pytest.mark.parametrize("named", [False, True], ids=["device-labels", "pipeline-labels"])
 def test_lsl_outlet_republishes_full_metadata(producer: Callable[..., Producer],
