@@ -16,12 +16,8 @@ Reported, in MiB unless stated:
 - ``end``: the last sample; ``max``: the largest after the warm-up;
 - ``slope_kib_per_min``: least-squares slope of RSS over the samples after the
   warm-up;
-- ``telemetry_rings_mib``: how much of the growth the preallocated telemetry
-  rings can explain. They are ``np.zeros`` arrays, so the kernel maps their
-  pages only when first written: RSS climbs as they fill, up to their fixed
-  size, and then stays flat (bounded, not a leak). ``--prefault-rings`` writes
-  every ring page when the recorder is created (in this process only, by
-  wrapping ``LatencyRecorder.__init__``), so what is left is any other growth.
+- ``telemetry_rings_mib``: the preallocated telemetry rings (written in full
+  when created, so they are resident from the start and cannot explain growth).
 
 ``--srate``/``--chunk-size`` raise the dispatch rate of the simulator for a
 harsher soak (default: the demo's 250 Hz in 10-sample chunks, 25 dispatches/s).
@@ -31,7 +27,6 @@ Run::
     .venv/bin/python bench/memory_soak.py                 # 10 minutes
     .venv/bin/python bench/memory_soak.py --minutes 1     # quick check
     .venv/bin/python bench/memory_soak.py --json
-    .venv/bin/python bench/memory_soak.py --prefault-rings   # rings committed up front
 """
 
 from __future__ import annotations
@@ -70,19 +65,6 @@ def demo_graph(minutes: float, srate: float | None, chunk_size: int | None) -> A
     return load_graph_text(yaml.safe_dump(doc, sort_keys=False), "demo.yaml (soak)")
 
 
-def prefault_telemetry_rings() -> None:
-    """Make every LatencyRecorder created from now on write its ring's pages at once."""
-    from bci_runtime import telemetry
-
-    init = telemetry.LatencyRecorder.__init__
-
-    def committed_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self._values.fill(0.0)
-
-    telemetry.LatencyRecorder.__init__ = committed_init  # type: ignore[method-assign]
-
-
 def ring_bytes(runner: Runner) -> tuple[int, int]:
     """(bytes of telemetry rings written so far, their full size)."""
     ex = runner.runtime.executor
@@ -104,12 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds before the 'start' figure (default 30)")
     parser.add_argument("--srate", type=float, default=None, help="simulator rate override")
     parser.add_argument("--chunk-size", type=int, default=None, help="samples per chunk override")
-    parser.add_argument("--prefault-rings", action="store_true",
-                        help="commit the telemetry rings' pages up front (see above)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.prefault_rings:
-        prefault_telemetry_rings()
     if args.minutes * 60.0 <= args.warmup:
         parser.error(f"--minutes must be longer than the {args.warmup:g} s warm-up")
 
@@ -168,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             "end_minus_start": round(after[-1]["rss_mib"] - after[0]["rss_mib"], 3),
         },
         "slope_kib_per_min": round(slope_kib_min, 1),
-        "prefault_rings": args.prefault_rings,
         "telemetry_rings_mib": {"written_during_window": round(rings_growth, 3),
                                 "written_total": round(rings_now / MIB, 3),
                                 "capacity": round(rings_full / MIB, 3)},
