@@ -286,10 +286,12 @@ class Executor:
             )
             self.failure = exc
             raise exc
-        if policy == "flag" and isinstance(chunk, Chunk) and problem.endswith("in the data"):
+        if policy == "flag" and isinstance(chunk, Chunk):
             # Zero non-finite values so filter states stay finite; the event marks the span.
+            # Anything else wrong (shape, timestamps) cannot be passed on: dropped.
             data = np.nan_to_num(chunk.data, nan=0.0, posinf=0.0, neginf=0.0)
-            return Chunk(data, chunk.timestamps, chunk.spec)
+            repaired = Chunk(data, chunk.timestamps, chunk.spec)
+            return repaired if repaired.problem() is None else None
         return None
 
     def _route(self, src: int, port: str, chunk: AnyChunk, base: float, wall: float,
