@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import typing
 from importlib import resources
 from pathlib import Path
@@ -185,21 +186,33 @@ def demo_pipeline_path() -> Path:
 
 
 def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) -> int:
-    from bci_runtime.config import load_pipeline
+    from pydantic import ValidationError
+
+    from bci_runtime.config import PipelineConfig, load_pipeline
+    from bci_runtime.errors import ConfigIssue
     from bci_runtime.graph import build_graph
     from bci_runtime.runner import Runner
     from bci_runtime.session import Session
     from bci_runtime.summary import build_summary, render_summary
 
     config, lines = load_pipeline(path)
-    if overrides:
-        config = config.model_copy(update=overrides)
+    if overrides:  # validated like the file itself
+        try:
+            config = PipelineConfig.model_validate(
+                {**config.model_dump(by_alias=True, exclude_unset=True), **overrides})
+        except ValidationError as exc:
+            issues = [ConfigIssue(str(path), None, None, f"--{e['loc'][0]}",
+                                  f"{e['msg']} (got {e.get('input')!r})") for e in exc.errors()]
+            raise PipelineError(issues) from None
     graph = build_graph(config, lines, str(path))
-    session = Session(config, str(path), args.session_dir)
+    session = Session(graph.resolved_config(), str(path), args.session_dir)
     runner = Runner(graph, emit_event=session.log_event, session_dir=session.dir)
 
     def on_signal(signum: int, frame: Any) -> None:
-        runner.request_stop(f"{signal.Signals(signum).name} received")
+        # The handler runs on the main thread, which may hold a lock request_stop needs:
+        # hand the request to a fresh thread instead of taking locks here.
+        reason = f"{signal.Signals(signum).name} received"
+        threading.Thread(target=runner.request_stop, args=(reason,), daemon=True).start()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     if not args.json:

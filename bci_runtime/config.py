@@ -109,9 +109,10 @@ class PipelineConfig(BaseModel):
 
     name: str = Field(description="pipeline name, used for session folders")
     description: str = ""
-    seed: int = Field(0, description="seed of every random generator in the run")
+    seed: int = Field(0, ge=0, description="seed of every random generator in the run")
     clock: Literal["live", "simulated"] = "live"
-    duration: float | None = Field(None, gt=0, description="seconds; None runs until stopped")
+    duration: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                   description="seconds; None runs until stopped")
     transport: Literal["ipc", "tcp"] = Field(
         "ipc", description="how worker processes connect: ipc:// sockets or tcp://127.0.0.1"
     )

@@ -189,7 +189,7 @@ class Executor:
         """
         if not outputs:
             return
-        wall = perf_counter()
+        wall, now = perf_counter(), self.clock.now()  # arrival, before lock and checks
         src = self.index[name]
         with self._lock:
             if self.failure is not None:
@@ -206,7 +206,6 @@ class Executor:
                     self.samples_in[name] = self.samples_in.get(name, 0) + chunk.n_samples
             if not valid:
                 return
-            now = self.clock.now()
             base = now - max(chunk.newest for _, chunk in valid)
             for port, chunk in valid:
                 self._route(src, port, chunk, base, wall, now)

@@ -67,6 +67,16 @@ class Graph:
     order: list[str]
     specs: dict[tuple[str, str], StreamSpec] = field(default_factory=dict)
 
+    def resolved_config(self) -> PipelineConfig:
+        """The configuration with every node's parameters complete (defaults filled in).
+
+        This is what a session records and hashes: two files that mean the same
+        run hash the same, and a changed default changes the hash.
+        """
+        nodes = {name: ncfg.model_copy(update={"params": self.nodes[name].params.model_dump(mode="json")})
+                 for name, ncfg in self.config.nodes.items()}
+        return self.config.model_copy(update={"nodes": nodes})
+
     def process_of(self, node: str) -> str:
         """Name of the process that runs ``node``."""
         return self.config.nodes[node].process

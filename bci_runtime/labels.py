@@ -11,9 +11,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-KEEP_SPANS = 256  # recent spans kept; decisions and windows are only ever recent
-
 from bci_runtime.chunk import EventChunk
+
+KEEP_SPANS = 256  # recent spans kept; decisions and windows are only ever recent
 
 
 @dataclass

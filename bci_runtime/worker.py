@@ -80,7 +80,10 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                 registrations: dict[str, str] | None = None) -> None:
     """Entry point of a worker process (spawned by :class:`~bci_runtime.runner.Runner`)."""
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    # Ctrl-C and SIGTERM sent to the whole process group reach workers too; the main
+    # process decides when they stop (and the kernel kills them if it dies)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     context = zmq.Context()
     runtime: ProcessRuntime | None = None
     receiver: ZmqReceiver | None = None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from typing import Annotated, Literal
 
 import numpy as np
+from scipy.special import expit
 from pydantic import Field, model_validator
 
 from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
@@ -25,8 +27,8 @@ class LinearClassifierParams(NodeParams):
     label_prefix: str = Field("cue/", description="cue marker prefix")
     end_marker: str = Field("end", description="marker ending a cued span")
     label_delay_s: float = Field(0.5, ge=0, description="skip this long after each cue")
-    shrinkage: float | str = Field("auto", description="LDA covariance shrinkage, 'auto' "
-                                   "(Ledoit-Wolf) or 0-1")
+    shrinkage: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
+        "auto", description="LDA covariance shrinkage, 'auto' (Ledoit-Wolf) or 0-1")
 
     @model_validator(mode="after")
     def _model(self) -> LinearClassifierParams:
@@ -65,6 +67,11 @@ class LinearClassifier(Node):
         spec = inputs["features"]
         require_signal(spec, node=self.name, port="features")
         p = self.params
+        if p.weights is None and "labels" not in inputs:
+            raise self.spec_error("labels", "without fixed 'weights' the classifier calibrates "
+                                  "on cued windows, but 'labels' is not connected",
+                                  hint="connect 'labels' to a cue marker stream, or give "
+                                  "'weights' (and 'bias')")
         if p.weights is not None:
             widths = {len(row) for row in p.weights}
             if widths != {spec.n_channels}:
@@ -91,6 +98,8 @@ class LinearClassifier(Node):
         self.intercept_: np.ndarray | None = None
         self.training: dict | None = None
         self._fitting: threading.Thread | None = None
+        self._fit_error: BaseException | None = None
+        self._warned = False
         self._fitted: tuple[np.ndarray, np.ndarray, dict] | None = None
         self._inline_fit = context.clock.simulated
         if p.weights is not None:
@@ -102,6 +111,8 @@ class LinearClassifier(Node):
             self._tracker.update(chunk)
             return None
         x = chunk.data
+        if self._fit_error is not None:  # the background fit failed: fail the run, loudly
+            raise RuntimeError(f"calibration failed: {self._fit_error!r}") from self._fit_error
         if self.coef_ is None and self._fitted is not None:
             self._install(*self._fitted)  # swap between two chunks
         if self.coef_ is None:
@@ -123,7 +134,7 @@ class LinearClassifier(Node):
         """
         scores = x @ self.coef_.T + self.intercept_  # type: ignore[union-attr]
         if scores.shape[1] == 1:  # binary: logistic of the decision value
-            p1 = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            p1 = expit(scores[:, 0])
             return np.column_stack([1.0 - p1, p1])
         scores = scores - scores.max(axis=1, keepdims=True)
         e = np.exp(scores)
@@ -149,7 +160,7 @@ class LinearClassifier(Node):
                                                      args=(x_, y_, g_), daemon=True,
                                                      name=f"fit-{self.name}")
                     self._fitting.start()
-            elif self.context is not None and not getattr(self, "_warned", False):
+            elif self.context is not None and not self._warned:
                 self._warned = True
                 self.context.emit_event("calibration_extended", node=self.name,
                                         windows_per_class=counts.tolist(),
@@ -158,9 +169,8 @@ class LinearClassifier(Node):
     def _fit_in_background(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         try:
             self._fitted = self._fit(x, y, groups)
-        except Exception as exc:  # reported; the node keeps emitting nothing
-            if self.context is not None:
-                self.context.emit_event("decoder_training_failed", node=self.name, error=repr(exc))
+        except Exception as exc:  # raised on the graph's thread at the next chunk
+            self._fit_error = exc
 
     def _fit(self, x: np.ndarray, y: np.ndarray,
              groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -170,10 +180,14 @@ class LinearClassifier(Node):
 
         lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=self.params.shrinkage)
         n_groups = len(np.unique(groups))
+        # folds by trial; only when every class has trials to spare, else a fold could
+        # train on one class alone and its score is undefined
+        trials_per_class = [len(np.unique(groups[y == k])) for k in np.unique(y)]
         cv = None
-        if n_groups >= 3:
+        if n_groups >= 3 and min(trials_per_class) >= 2:
             folds = min(5, n_groups)
-            cv = float(cross_val_score(lda, x, y, groups=groups, cv=GroupKFold(folds)).mean())
+            scores = cross_val_score(lda, x, y, groups=groups, cv=GroupKFold(folds))
+            cv = float(np.mean(scores)) if np.isfinite(scores).all() else None
         lda.fit(x, y)
         training = {"windows": len(y), "trials": n_groups, "cv_accuracy": cv,
                     "windows_per_class": np.bincount(y).tolist(),

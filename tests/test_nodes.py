@@ -320,11 +320,17 @@ class TestLinearClassifierCalibration:
         assert (predicted[cued] == truth[cued]).mean() > 0.6
         assert dec.summary()["trained"] is True
 
+    def test_needs_labels_or_weights(self):
+        dec = LinearClassifier("dec", {"calibration_s": 1.0})
+        with pytest.raises(SpecMismatchError, match="'labels' is not connected"):
+            dec.bind({"features": features_spec(2)})
+
     def test_waits_for_enough_windows(self):
-        """Without labels the decoder never trains, says so once, and stays silent."""
+        """Without any cue the decoder never trains, says so once, and stays silent."""
         events: list = []
         dec = LinearClassifier("dec", {"calibration_s": 1.0})
-        setup(dec, {"features": features_spec(2)}, events=events)
+        setup(dec, {"features": features_spec(2), "labels": StreamSpec.events("cues")},
+              events=events)
         rng = np.random.default_rng(0)
         for k in range(50):
             out = dec.process("features", Chunk(rng.standard_normal((1, 2)), np.array([k * 0.1]),
