@@ -192,7 +192,7 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
     from bci_runtime.errors import ConfigIssue
     from bci_runtime.graph import build_graph
     from bci_runtime.runner import Runner
-    from bci_runtime.session import Session
+    from bci_runtime.session import Session, json_safe
     from bci_runtime.summary import build_summary, render_summary
 
     config, lines = load_pipeline(path)
@@ -229,7 +229,7 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
     summary = build_summary(result, config.name, str(session.dir))
     session.finalize(result.status, summary, error=str(result.error) if result.error else None)
     if args.json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(json_safe(summary), default=str, allow_nan=False))
     else:
         render_summary(summary)
     if result.error is not None:

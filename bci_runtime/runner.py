@@ -30,7 +30,7 @@ from bci_runtime.process_runtime import ProcessRuntime
 from bci_runtime.registry import runtime_registrations
 from bci_runtime.spec import StreamSpec
 from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
-from bci_runtime.worker import make_run_dir, node_summaries, worker_main
+from bci_runtime.worker import failure_info, make_run_dir, node_summaries, worker_main
 
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 60.0
@@ -164,8 +164,10 @@ class Runner:
         with self._lock:
             if self._failure is None:
                 self._failure = exc
-                self.emit_event("failure", error=str(exc), type=type(exc).__name__,
-                                node=getattr(exc, "node", None))
+                info = failure_info(exc)
+                self.emit_event("failure", error=info["message"], type=info["type"],
+                                node=info["node"], timestamp=info["timestamp"],
+                                traceback=info["traceback"])
         self.request_stop("failure")
         with self._specs_changed:
             self._specs_changed.notify_all()  # nobody waits for a spec that will not come

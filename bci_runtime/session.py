@@ -8,16 +8,19 @@ Layout of one session folder::
     summary.json     the run's figures (samples, decisions, accuracy, latency)
 
 Files are written as the run goes: the manifest at start (status ``running``),
-events as they happen (flushed at once, fsynced at least every second), so a
-crash keeps everything up to the last second.
+events as they happen (written by a writer thread, off the graph's hot path,
+flushed at once and fsynced within a second), so a crash keeps everything up to
+the last second.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import queue
 import subprocess
 import threading
 import time
@@ -60,6 +63,17 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -97,7 +111,6 @@ class Session:
             raise ConfigError(f"cannot create session folder '{directory}': {exc}",
                               hint="check the path and its permissions") from None
         self.dir = directory
-        self._lock = threading.Lock()
         self._last_sync = time.monotonic()
         self.manifest: dict[str, Any] = {
             "pipeline": config.name,
@@ -117,28 +130,49 @@ class Session:
         )
         self._write_json("manifest.json", self.manifest)
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_events, name="session-events",
+                                        daemon=True)
+        self._writer.start()
 
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
         tmp = self.dir / (name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
+            json.dump(json_safe(data), fh, indent=2, default=_json_default, allow_nan=False)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / name)
 
     def log_event(self, kind: str, **fields: Any) -> None:
-        """Append one event (thread safe); fsynced at least every second."""
-        record = {"t": time.monotonic(), "time": _now_iso(), "event": kind, **fields}
-        line = json.dumps(record, default=_json_default) + "\n"
-        with self._lock:
-            if self._events.closed:
-                return
-            self._events.write(line)
+        """Queue one event for the writer thread (thread safe, never blocks on disk).
+
+        Called from the graph's hot path: formatting, writing and fsync happen on
+        the writer thread, which writes each event at once and fsyncs at least
+        every second while events keep coming.
+        """
+        self._queue.put({"t": time.monotonic(), "time": _now_iso(), "event": kind, **fields})
+
+    def _write_events(self) -> None:
+        """Writer thread: append queued events; fsync within a second of each write."""
+        pending_sync = False
+        while True:
+            try:
+                record = self._queue.get(timeout=FSYNC_INTERVAL_S if pending_sync else None)
+            except queue.Empty:  # quiet for a second: make what was written durable
+                os.fsync(self._events.fileno())
+                pending_sync = False
+                continue
+            if record is None:
+                break
+            self._events.write(json.dumps(json_safe(record), default=_json_default) + "\n")
             self._events.flush()
+            pending_sync = True
             now = time.monotonic()
             if now - self._last_sync >= FSYNC_INTERVAL_S:
                 os.fsync(self._events.fileno())
-                self._last_sync = now
+                self._last_sync, pending_sync = now, False
+        self._events.flush()
+        os.fsync(self._events.fileno())
 
     def set_processes(self, processes: dict[str, Any]) -> None:
         """Record the worker processes (name -> pid, nodes) in the manifest."""
@@ -148,10 +182,10 @@ class Session:
     def finalize(self, status: str, summary: dict[str, Any], error: str | None = None) -> None:
         """Write the summary, close the events log and mark the manifest stopped."""
         self._write_json("summary.json", summary)
-        with self._lock:
-            if not self._events.closed:
-                self._events.flush()
-                os.fsync(self._events.fileno())
-                self._events.close()
+        if self._writer.is_alive():
+            self._queue.put(None)  # the writer drains what is queued, fsyncs, and ends
+            self._writer.join(10.0)
+        if not self._events.closed:
+            self._events.close()
         self.manifest.update(stopped=_now_iso(), status=status, error=error)
         self._write_json("manifest.json", self.manifest)
