@@ -211,12 +211,19 @@ class Executor:
                 self._route(src, port, chunk, base, wall, now)
             self._run(base, wall)
 
-    def dispatch_remote(self, edge_id: int, chunk: AnyChunk, base: float, wall: float) -> None:
-        """Deliver a chunk that arrived from another process along ``edge_id``."""
+    def dispatch_remote(self, edge_id: int, chunk: AnyChunk, base: float, wall: float,
+                        now: float | None = None) -> None:
+        """Deliver a chunk that arrived from another process along ``edge_id``.
+
+        ``now`` is the sending process's clock: a simulated clock here follows it,
+        so nodes in workers see the same time as the main process.
+        """
         e = self.graph.edges[edge_id]
         with self._lock:
             if self.failure is not None:
                 return
+            if now is not None and self.clock.simulated:
+                self.clock.advance_to(now)  # type: ignore[attr-defined]
             self._pending[self.index[e.dst]].append((e.dst_port, chunk))
             self._run(base, wall)
 

@@ -235,6 +235,12 @@ def build_graph(config: PipelineConfig, lines: LineMap | None = None, file: str 
                       f"required input '{port}' is not connected; add "
                       f"'inputs: {{{port}: <node>.<port>}}'")
 
+    for e in edges:
+        if e.delayed and config.nodes[e.src].process != config.nodes[e.dst].process:
+            where = ("nodes", e.dst, "inputs", e.dst_port)
+            issue(e.dst, where, f"the delayed edge from '{e.src}' crosses from process "
+                  f"'{config.nodes[e.src].process}' to '{config.nodes[e.dst].process}'; "
+                  "delayed edges must stay within one process: place both nodes in the same one")
     names = [n for n in config.nodes if n in nodes]
     order, cyclic = _topological_order(names, edges)
     if cyclic:

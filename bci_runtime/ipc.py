@@ -50,7 +50,7 @@ def encode(edge_id: int, chunk: AnyChunk, base: float, wall: float, now: float) 
 
 
 def decode(frames: list, specs: Mapping[int, StreamSpec]) -> tuple[int, int, AnyChunk | None,
-                                                                    float, float]:
+                                                                    float, float, float]:
     """Read one message (``recv_multipart(copy=False)`` frames), the inverse of :func:`encode`.
 
     Arrays are views of the received frames, not copies.
@@ -58,19 +58,20 @@ def decode(frames: list, specs: Mapping[int, StreamSpec]) -> tuple[int, int, Any
     Returns
     -------
     tuple
-        ``(edge_id, kind, chunk, base, wall)``; ``chunk`` is None for the
-        control kinds (end of stream, barrier, stop).
+        ``(edge_id, kind, chunk, base, wall, now)``; ``chunk`` is None for the
+        control kinds (end of stream, barrier, stop); ``now`` is the sender's
+        clock, which a simulated clock on the receiving side follows.
     """
-    edge_id, kind, code, n, c, base, wall, _now = _HEADER.unpack(frames[0].bytes)
+    edge_id, kind, code, n, c, base, wall, now = _HEADER.unpack(frames[0].bytes)
     if kind != KIND_SIGNAL and kind != KIND_EVENTS:
-        return edge_id, kind, None, base, wall
+        return edge_id, kind, None, base, wall, now
     ts = np.frombuffer(frames[2].buffer, dtype=np.float64)
     if kind == KIND_EVENTS:
         chunk: AnyChunk = EventChunk(tuple(json.loads(frames[1].bytes)), ts, specs[edge_id])
     else:
         data = np.frombuffer(frames[1].buffer, dtype=_DTYPES[code]).reshape(n, c)
         chunk = Chunk(data, ts, specs[edge_id])
-    return edge_id, kind, chunk, base, wall
+    return edge_id, kind, chunk, base, wall, now
 
 
 class ZmqSender:
@@ -153,12 +154,12 @@ class ZmqReceiver:
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._thread: threading.Thread | None = None
 
-    def start(self, deliver: Callable[[int, AnyChunk, float, float], None],
+    def start(self, deliver: Callable[[int, AnyChunk, float, float, float], None],
               edge_ended: Callable[[int], None], barrier: Callable[[int], None],
               on_error: Callable[[BaseException], None]) -> None:
         """Start the receiving thread.
 
-        ``deliver(edge_id, chunk, base, wall)`` is called per chunk,
+        ``deliver(edge_id, chunk, base, wall, now)`` is called per chunk,
         ``edge_ended(edge_id)`` when an edge carries nothing more and
         ``barrier(edge_id)`` when a cycle mark arrives.
         """
@@ -174,7 +175,7 @@ class ZmqReceiver:
         try:
             while True:
                 frames = self._socket.recv_multipart(copy=False)
-                edge_id, kind, chunk, base, wall = decode(frames, specs)
+                edge_id, kind, chunk, base, wall, now = decode(frames, specs)
                 if kind == KIND_STOP:
                     return
                 if kind == KIND_EOS:
@@ -183,7 +184,7 @@ class ZmqReceiver:
                 if kind == KIND_BARRIER:
                     barrier(edge_id)
                     continue
-                deliver(edge_id, chunk, base, wall)
+                deliver(edge_id, chunk, base, wall, now)
         except Exception as exc:  # report, then stop receiving
             on_error(exc)
         finally:

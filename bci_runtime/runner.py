@@ -334,9 +334,9 @@ class Runner:
             if receiver is not None:
                 executor = self.runtime.executor
 
-                def deliver(edge_id: int, chunk: Any, base: float, wall: float) -> None:
+                def deliver(edge_id: int, chunk: Any, base: float, wall: float, now: float) -> None:
                     try:
-                        executor.dispatch_remote(edge_id, chunk, base, wall)
+                        executor.dispatch_remote(edge_id, chunk, base, wall, now)
                     except NodeError as exc:
                         self._on_failure(exc)
 

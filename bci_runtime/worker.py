@@ -141,9 +141,9 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                              lambda edge_id, spec: send("spec", edge_id, spec.to_dict()))
                 executor = runtime.executor
 
-                def deliver(edge_id: int, chunk: Any, base: float, wall: float) -> None:
+                def deliver(edge_id: int, chunk: Any, base: float, wall: float, now: float) -> None:
                     try:
-                        executor.dispatch_remote(edge_id, chunk, base, wall)  # type: ignore[union-attr]
+                        executor.dispatch_remote(edge_id, chunk, base, wall, now)  # type: ignore[union-attr]
                     except NodeError as exc:
                         on_failure(exc)
 

@@ -154,7 +154,7 @@ def run_hop(transport: str, channels: int = 1024, samples: int = 30, srate: floa
                 out_of_order += int(base) != received
                 received += 1
                 continue
-            _edge, kind, chunk, base, wall = decode(frames, specs)
+            _edge, kind, chunk, base, wall, _now = decode(frames, specs)
             t_recv = time.perf_counter()
             if base == _STOP:
                 break

@@ -467,3 +467,13 @@ def test_failure_in_first_node_closes_everything(make_graph):
     assert result.error.timestamp == pytest.approx(newest(1, 5))
     assert all(node.closed for node in graph.nodes.values())
     assert [f["node"] for kind, f in events if kind == "failure"] == ["a"]
+
+
+def test_delayed_edge_across_processes_is_rejected(make_graph):
+    split = LOOP.replace("  c: {type: test_recorder, inputs: {x: b.out}}",
+                         "  c: {type: test_recorder, inputs: {x: b.out}, process: w}")
+    with pytest.raises(PipelineError) as info:
+        make_graph(split, file="split-loop.yaml")
+    (issue,) = info.value.issues
+    assert (issue.node, issue.field) == ("b", "nodes.b.inputs.fb")
+    assert "same one" in issue.message and "'w'" in issue.message
