@@ -128,6 +128,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
+        self._monitor: threading.Thread | None = None
         self._remote_specs: dict[int, StreamSpec] = {}
         self._specs_changed = threading.Condition()
         self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
@@ -175,6 +176,7 @@ class Runner:
     # -- workers -------------------------------------------------------------------------
     def _spawn_workers(self, run_dir: str) -> None:
         ctx = mp.get_context("spawn")
+        self._monitor_wake_r, self._monitor_wake_w = ctx.Pipe(duplex=False)
         config_json = self.graph.config.model_dump_json(by_alias=True, exclude_unset=True)
         for name in self.graph.processes:
             if name == MAIN_PROCESS:
@@ -191,7 +193,6 @@ class Runner:
             self._workers[name] = _Worker(name, proc, parent_conn)
         self._monitor = threading.Thread(target=self._monitor_workers, name="worker-monitor",
                                          daemon=True)
-        self._monitor_wake_r, self._monitor_wake_w = ctx.Pipe(duplex=False)
         self._monitor.start()
 
     def _monitor_workers(self) -> None:
@@ -298,7 +299,7 @@ class Runner:
                 log.warning("worker '%s' did not exit; killing it", worker.name)
                 worker.process.kill()
                 worker.process.join(2.0)
-        if self._workers:
+        if self._monitor is not None:
             self._monitor_wake_w.send(b"x")
             self._monitor.join(2.0)
             for worker in self._workers.values():
@@ -364,7 +365,9 @@ class Runner:
                 sender.close(linger_ms=0 if self._failure is not None else 2000)
             self._shutdown_workers()
             if context is not None:
-                context.term()
+                # sockets are closed; destroy() also closes any a stuck thread still holds,
+                # where term() would wait for it forever
+                context.destroy(linger=0)
             if run_dir:
                 shutil.rmtree(run_dir, ignore_errors=True)
         if self._failure is not None:

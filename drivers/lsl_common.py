@@ -18,7 +18,7 @@ def import_pylsl() -> Any:
     except (ImportError, RuntimeError) as exc:
         raise DependencyError(
             f"pylsl (Lab Streaming Layer) cannot be loaded: {exc}",
-            hint="pip install pylsl (its wheels bundle liblsl); `bci doctor` checks it",
+            hint="pip install pylsl (its wheels bundle liblsl)",
         ) from exc
     return pylsl
 

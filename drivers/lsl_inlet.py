@@ -14,7 +14,7 @@ from bci_runtime.node import BlockingSource, NodeContext, NodeParams, Output
 from bci_runtime.spec import StreamSpec
 from bci_runtime.drivers.lsl_common import import_pylsl, info_to_spec
 
-MAX_CHUNK_SAMPLES = 4096
+READ_SPAN_S = 0.1  # at most this much signal per read: pylsl allocates a buffer this size
 
 
 class LslInletParams(NodeParams):
@@ -81,11 +81,15 @@ class LslInlet(BlockingSource):
             )
         inlet = pylsl.StreamInlet(found[0], max_buflen=p.buffer_s, max_chunklen=0,
                                   recover=False, processing_flags=pylsl.proc_clocksync)
-        remote = info_to_spec(inlet.info(timeout=p.resolve_timeout_s))
-        self._check(remote)
-        inlet.open_stream(timeout=p.resolve_timeout_s)
-        inlet.flush()  # never compute feedback on samples older than the connection
+        try:
+            remote = info_to_spec(inlet.info(timeout=p.resolve_timeout_s))
+            self._check(remote)
+            inlet.open_stream(timeout=p.resolve_timeout_s)
+        except BaseException:
+            inlet.close_stream()
+            raise
         self._inlet = inlet
+        self._flushed = False  # flushed at the first read, when the run has started
         self._lost = False
         # the device's metadata refine the declared spec: its channel types and units,
         # and its labels where the pipeline did not name channels (the graph passes the
@@ -100,6 +104,7 @@ class LslInlet(BlockingSource):
 
         self._lost_error = LostError
         self._srate = remote.srate
+        self._max_samples = max(16, int(READ_SPAN_S * remote.srate))
         self._dtype = np.dtype(p.dtype)
         self._coalesce_s = p.coalesce_ms / 1e3
         self._lag_floor = float("inf")
@@ -127,8 +132,11 @@ class LslInlet(BlockingSource):
             )
 
     def read_blocking(self, timeout: float) -> dict[str, AnyChunk] | None:
+        if not self._flushed:  # never compute feedback on samples older than the run
+            self._inlet.flush()
+            self._flushed = True
         try:
-            data, ts = self._inlet.pull_chunk(timeout=timeout, max_samples=MAX_CHUNK_SAMPLES,
+            data, ts = self._inlet.pull_chunk(timeout=timeout, max_samples=self._max_samples,
                                               min_samples=1, as_numpy=True)
             if len(ts) == 0:
                 return None
@@ -154,7 +162,7 @@ class LslInlet(BlockingSource):
         """
         lag = time.monotonic() - float(ts[-1])
         self._lag_floor = min(self._lag_floor + self._floor_rise, lag)
-        missing = min(int((lag - self._lag_floor) * self._srate), MAX_CHUNK_SAMPLES)
+        missing = min(int((lag - self._lag_floor) * self._srate), self._max_samples)
         if missing < 1 or self._coalesce_s <= 0:
             return data, ts
         more, more_ts = self._inlet.pull_chunk(timeout=self._coalesce_s, max_samples=missing,

@@ -43,9 +43,7 @@ class LslOutlet(_OutletBase):
 
     def open(self, context: NodeContext) -> None:
         super().open(context)
-        import_pylsl()
-        import pylsl
-
+        pylsl = import_pylsl()
         spec = self.input_specs["signal"]
         self._outlet = pylsl.StreamOutlet(self._info(spec), chunk_size=1, max_buffered=60)
         self._dtype = np.float32 if spec.dtype == "float32" else np.float64
@@ -67,8 +65,7 @@ class LslMarkerOutlet(_OutletBase):
 
     def open(self, context: NodeContext) -> None:
         super().open(context)
-        import pylsl
-
+        pylsl = import_pylsl()
         self._outlet = pylsl.StreamOutlet(self._info(self.input_specs["events"]))
 
     def process(self, port: str, chunk: AnyChunk) -> None:
