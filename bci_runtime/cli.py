@@ -83,11 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     b = _add(bsub, "latency", "LSL in -> band-pass -> log-variance -> classifier -> LSL out, "
              "timed from a third process.",
              "  bci bench latency\n  bci bench latency --channels 256 --srate 2000 --outputs 20000\n")
-    b.add_argument("--channels", type=int, default=64)
-    b.add_argument("--srate", type=float, default=1000.0)
-    b.add_argument("--outputs", type=int, default=10000, help="outputs to time (default 10000)")
+    b.add_argument("--channels", type=_positive(int), default=64)
+    b.add_argument("--srate", type=_positive(float), default=1000.0)
+    b.add_argument("--outputs", type=_positive(int), default=10000,
+                   help="outputs to time (default 10000)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _positive(kind: type) -> Any:
+    """argparse type: a finite number above zero."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+        return value
+    return parse
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -285,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overrides["clock"] = args.clock
             return _cmd_run(args, args.pipeline, overrides)
     except BciError as exc:
-        if getattr(args, "json", False) and args.command in ("run", "demo"):
+        if getattr(args, "json", False) and args.command in ("run", "demo", "bench"):
             print(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}))
         print(f"bci: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -100,10 +100,13 @@ class SimulatedEeg(Source):
         # band-passed unit noise has std ~ sqrt(bandwidth / nyquist); rescale to unit std
         self._mu_gain = 1 / np.sqrt(3.0 / (fs / 2))
         self._beta_gain = 1 / np.sqrt(6.0 / (fs / 2))
-        self._t0 = context.clock.now()
+        # the stream starts when the run asks for its first chunk, not at open: worker
+        # start-up must not turn into a backlog burst
+        self._t0: float | None = None
         self._next = 0  # index of the next sample
         self._trial_len = p.imagery_s + p.rest_s
-        self._sequence: list[str] = []
+        # class index of every trial so far, one byte each (ground truth for any past time)
+        self._sequence = bytearray()
         self._spec = self.output_specs["signal"]
         self._marker_spec = self.output_specs["markers"]
         self._dtype = np.dtype(p.dtype)
@@ -112,11 +115,17 @@ class SimulatedEeg(Source):
         self._erd_source = np.array([
             s if (s := _CLASS_SOURCE[c]) is not None else 3 for c in p.classes])
 
-    def _class_of_trial(self, k: int) -> str:
-        while len(self._sequence) <= k:  # balanced blocks in random order
-            block = list(self.params.classes)
+    def _start_time(self) -> float:
+        if self._t0 is None:
+            self._t0 = self.context.clock.now()  # type: ignore[union-attr]
+        return self._t0
+
+    def _class_of_trial(self, k: int) -> int:
+        """Class index of trial ``k`` (balanced blocks in random order)."""
+        while len(self._sequence) <= k:
+            block = np.arange(len(self.params.classes), dtype=np.uint8)
             self._class_rng.shuffle(block)
-            self._sequence.extend(block)
+            self._sequence.extend(block.tobytes())
         return self._sequence[k]
 
     def class_indices(self, times: np.ndarray) -> np.ndarray:
@@ -131,15 +140,13 @@ class SimulatedEeg(Source):
         ndarray of int, shape (n_times,)
         """
         p = self.params
-        rel = times - self._t0 - p.rest_s
+        rel = times - self._start_time() - p.rest_s
         k = np.floor(rel / self._trial_len).astype(int)
         imagining = (rel >= 0) & (rel - k * self._trial_len < p.imagery_s)
-        if not imagining.any():
-            return np.full(times.shape, -1)
-        self._class_of_trial(int(k.max()))
-        order = {c: i for i, c in enumerate(p.classes)}
-        seq = np.array([order[c] for c in self._sequence])
-        return np.where(imagining, seq[np.clip(k, 0, None)], -1)
+        out = np.full(times.shape, -1)
+        for trial in np.unique(k[imagining]).tolist():  # one or two trials per chunk
+            out[imagining & (k == trial)] = self._class_of_trial(trial)
+        return out
 
     def true_labels(self, times: np.ndarray) -> list[str]:
         """True state (class name or ``rest``) at each time, shape (n_times,)."""
@@ -148,13 +155,13 @@ class SimulatedEeg(Source):
 
     def next_due(self) -> float | None:
         last = self._next + self.params.chunk_size - 1
-        return self._t0 + last / self.params.srate
+        return self._start_time() + last / self.params.srate
 
     def read(self) -> dict[str, AnyChunk]:
         p = self.params
         n = p.chunk_size
         idx = np.arange(self._next, self._next + n)
-        times = self._t0 + idx / p.srate
+        times = self._start_time() + idx / p.srate
         self._next += n
         # class-dependent amplitude of each source, per sample
         cls = self.class_indices(times)
@@ -193,7 +200,8 @@ class SimulatedEeg(Source):
             if onset > t_to:
                 break
             end = onset + p.imagery_s
-            for marker, t in ((f"cue/{self._class_of_trial(k)}", onset), ("end", end)):
+            cue = f"cue/{p.classes[self._class_of_trial(k)]}"
+            for marker, t in ((cue, onset), ("end", end)):
                 snapped = self._t0 + np.ceil((t - self._t0) * p.srate - 1e-9) / p.srate
                 if t_from < snapped <= t_to:
                     events.append((marker, float(snapped)))
