@@ -278,11 +278,20 @@ class Executor:
 
     # -- internals -----------------------------------------------------------------------
     def _bad_chunk(self, name: str, port: str, chunk: AnyChunk, problem: str) -> AnyChunk | None:
+        """Apply the source's policy to a malformed chunk; the chunk to pass on, or None."""
         policy = self.policies[name]
         self.bad_chunks[name] = self.bad_chunks.get(name, 0) + 1
         ts = float(chunk.timestamps[-1]) if len(chunk.timestamps) else None
+        passed: AnyChunk | None = None
+        if policy == "flag" and isinstance(chunk, Chunk):
+            # Zero non-finite values so filter states stay finite; the event marks the span.
+            # Anything else wrong (shape, timestamps) cannot be passed on: dropped.
+            data = np.nan_to_num(chunk.data, nan=0.0, posinf=0.0, neginf=0.0)
+            repaired = Chunk(data, chunk.timestamps, chunk.spec)
+            passed = repaired if repaired.problem() is None else None
+        action = {"stop": "stopped"}.get(policy, "repaired" if passed is not None else "dropped")
         self.emit_event("bad_chunk", node=name, port=port, timestamp=ts, problem=problem,
-                        policy=policy, count=self.bad_chunks[name])
+                        policy=policy, action=action, count=self.bad_chunks[name])
         if policy == "stop":
             exc = BadChunkError(
                 f"source '{name}' port '{port}' delivered a bad chunk"
@@ -292,13 +301,7 @@ class Executor:
             )
             self.failure = exc
             raise exc
-        if policy == "flag" and isinstance(chunk, Chunk):
-            # Zero non-finite values so filter states stay finite; the event marks the span.
-            # Anything else wrong (shape, timestamps) cannot be passed on: dropped.
-            data = np.nan_to_num(chunk.data, nan=0.0, posinf=0.0, neginf=0.0)
-            repaired = Chunk(data, chunk.timestamps, chunk.spec)
-            return repaired if repaired.problem() is None else None
-        return None
+        return passed
 
     def _route(self, src: int, port: str, chunk: AnyChunk, base: float, wall: float,
                now: float) -> None:

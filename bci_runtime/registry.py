@@ -104,7 +104,14 @@ def get_node_class(type_name: str) -> type[Node]:
             f"unknown node type '{type_name}'",
             hint=f"{hint}`bci nodes` lists the {len(known)} available types",
         )
-    cls = eps[type_name].load()
+    try:
+        cls = eps[type_name].load()
+    except Exception as exc:  # a broken plugin must not crash `bci nodes` with a traceback
+        raise UnknownNodeTypeError(
+            f"node type '{type_name}' ({eps[type_name].value}) failed to import: "
+            f"{type(exc).__name__}: {exc}",
+            hint="reinstall the package that provides it (pip install -e . for this one)",
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Node)):
         raise UnknownNodeTypeError(
             f"entry point '{type_name}' ({eps[type_name].value}) is not a Node subclass"
