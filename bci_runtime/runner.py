@@ -38,6 +38,10 @@ DRAIN_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
 
 
+class _StartupInterrupted(Exception):
+    """A stop was requested before the run had started; not an error."""
+
+
 @dataclass
 class RunResult:
     """What a run did.
@@ -150,6 +154,11 @@ class Runner:
         if executor is not None:  # wake a simulated run waiting on a cycle (a worker died?)
             executor.barrier_done.set()
         self._wake.set()
+        for worker in list(self._workers.values()):  # wake a start-up waiting on workers
+            worker.ready.set()
+            worker.opened.set()
+        with self._specs_changed:
+            self._specs_changed.notify_all()
 
     def _sources_ended_in(self, process: str) -> None:
         with self._lock:
@@ -275,6 +284,8 @@ class Runner:
                 remaining = deadline - time.monotonic()
                 if self._failure is not None:
                     raise self._failure
+                if self._stop_reason is not None:
+                    raise _StartupInterrupted(self._stop_reason)
                 if remaining <= 0:
                     e = self.graph.edges[edge_id]
                     raise RunError(f"the stream {e.src}.{e.src_port} from worker process "
@@ -313,6 +324,7 @@ class Runner:
         run_dir = make_run_dir() if context else None
         receiver = sender = None
         status = "failed"
+        started = False
         try:
             if context is not None:
                 receiver = ZmqReceiver(self.graph, MAIN_PROCESS,
@@ -346,8 +358,11 @@ class Runner:
                 self._check_started("opened")
                 for worker in self._workers.values():
                     worker.send("run")
+            started = True
             self.emit_event("run_started", clock=self.graph.config.clock, duration=self.duration)
             status = self._run_sources()
+        except _StartupInterrupted:
+            status = "stopped"  # Ctrl-C or SIGTERM while workers were starting
         except BciError as exc:
             self._on_failure(exc)
         except BaseException as exc:
@@ -356,7 +371,8 @@ class Runner:
                 raise
         finally:
             self.runtime.stop_sources()
-            self._drain()
+            if started:  # before the start nothing is in flight, and a worker may be stuck opening
+                self._drain()
             if receiver is not None:
                 receiver.stop()
             self.runtime.close()
@@ -380,6 +396,8 @@ class Runner:
     def _check_started(self, stage: str) -> None:
         if self._failure is not None:
             raise self._failure
+        if self._stop_reason is not None:
+            raise _StartupInterrupted(self._stop_reason)
         late = [w.name for w in self._workers.values() if not getattr(w, stage).is_set()]
         if late:
             raise RunError(f"worker process(es) {', '.join(late)} did not start within "

@@ -85,6 +85,7 @@ def render_summary(summary: dict[str, Any]) -> None:
             continue
         table.add_row(name, f"{n['calls']:,}", str(proc.get("p50")), str(proc.get("p99")),
                       str(lat_n.get("p99")))
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     if summary["session_dir"]:
         console.print(f"  session folder: {summary['session_dir']}")

@@ -10,6 +10,7 @@ the global order of calls across nodes.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -152,6 +153,30 @@ class Recorder(Node):
         self.closed = True
 
 
+# -- a pass-through whose start-up is slow ------------------------------------------------
+class SlowOpenParams(NodeParams):
+    open_delay_s: float = Field(60.0, ge=0, description="seconds open() takes")
+
+
+class SlowOpen(Node):
+    """Forwards ``x`` to ``out``; ``open`` takes ``open_delay_s`` (a device that is slow to start)."""
+
+    type_name = "test_slow_open"
+    Params = SlowOpenParams
+    x = Input("signal", doc="any signal")
+    out = Output("signal", doc="what came in")
+
+    def configure(self, inputs: dict[str, StreamSpec]) -> dict[str, StreamSpec]:
+        return {"out": inputs["x"]}
+
+    def open(self, context: NodeContext) -> None:
+        super().open(context)
+        time.sleep(self.params.open_delay_s)
+
+    def process(self, port: str, chunk: AnyChunk) -> Emitted:
+        return {"out": chunk}
+
+
 # -- a sink that keeps what it receives -----------------------------------------------------
 class Collector(Node):
     """Keeps every chunk it receives (a sink: no outputs)."""
@@ -188,4 +213,4 @@ class Collector(Node):
         self.closed = True
 
 
-TEST_NODES = (CountingSource, Recorder, Collector)
+TEST_NODES = (CountingSource, Recorder, Collector, SlowOpen)

@@ -70,3 +70,59 @@ def test_signal_stops_demo_cleanly(tmp_path: Path, signum: int):
     assert "run_started" in kinds
     assert kinds[-1] == "run_ended" and records[-1]["status"] == "stopped"
     assert "failure" not in kinds
+
+
+SLOW_START_PIPELINE = """\
+name: slow-start
+clock: live
+duration: 300
+nodes:
+  eeg:
+    type: simulated_eeg
+    params: {n_channels: 4, srate: 250, chunk_size: 10}
+  slow:
+    type: nodes_for_tests:SlowOpen
+    params: {open_delay_s: 120}
+    inputs: {x: eeg.signal}
+    process: slow
+"""
+
+
+def test_sigterm_while_a_worker_starts_stops_cleanly(tmp_path: Path):
+    """A stop requested while a worker is still opening its nodes ends the run as 'stopped'.
+
+    The worker's node takes 120 s to open; the run must not wait for it, and the
+    worker process must not outlive the run.
+    """
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text(SLOW_START_PIPELINE, encoding="utf-8")
+    session = tmp_path / "session"
+    log = tmp_path / "bci.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BCI), "run", str(pipeline), "--session-dir", str(session), "--json"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        try:
+            wait_for_event(proc, session / "events.jsonl", "workers_started", log)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"bci did not exit within {EXIT_TIMEOUT_S:.0f} s:\n{log.read_text()}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    assert code == 0, log.read_text()
+    manifest = json.loads((session / "manifest.json").read_text())
+    assert manifest["status"] == "stopped", manifest
+    records = [json.loads(line) for line in (session / "events.jsonl").read_text().splitlines()]
+    kinds = [r["event"] for r in records]
+    assert "run_started" not in kinds  # the stop came before the worker had opened
+    assert kinds[-1] == "run_ended" and records[-1]["status"] == "stopped"
+    pid = records[kinds.index("workers_started")]["workers"]["slow"]["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the worker is gone
