@@ -1,0 +1,273 @@
+"""Motor-imagery EEG through a spherical head model, with artifacts and drift.
+
+Sources (current dipoles in an MNE sphere head model, see
+:mod:`~bci_runtime.simulators.head_model`):
+
+* sensorimotor: left and right hand areas (below C3 and C4), the feet area
+  (deep, below Cz) and both tongue areas (below C5 and C6), each carrying a mu
+  (8-13 Hz) and a beta (15-30 Hz) rhythm at subject-specific peak frequencies;
+  imagining a class lowers them (event-related desynchronisation, ERD) over the
+  contralateral hand area, the feet area, or both tongue areas;
+* posterior alpha below O1 and O2;
+* 1/f background from dipoles spread over the cortex.
+
+Sensor-level additions: amplifier noise, line noise (50 or 60 Hz) with a phase
+per channel, eye blinks over the frontal electrodes and EMG bursts over the
+temporal ones, each announced as a marker (``artifact/blink``, ``artifact/emg``).
+Output in volts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bci_runtime.simulators.base import Block, Generator
+from bci_runtime.simulators.drift import Drift, DriftEffects
+from bci_runtime.simulators.head_model import HeadModel, choose_channels, electrode_positions
+from bci_runtime.simulators.noise import BandNoise, BurstTrain, HighNoise, PinkNoise, sinusoids
+from bci_runtime.simulators.tasks import REST, CuedTrials, TrialTiming
+from bci_runtime.simulators.user import SimulatedUser, UserParams
+
+# which sensorimotor source(s) desynchronise for each class (index into _SENSORIMOTOR)
+CLASS_SOURCES = {"left": (1,), "right": (0,), "feet": (2,), "tongue": (3, 4)}
+_SENSORIMOTOR = (("C3", 0.25), ("C4", 0.25), ("Cz", 0.45), ("C5", 0.3), ("C6", 0.3))
+_ALPHA = (("O1", 0.25), ("O2", 0.25))
+_N_BACKGROUND = 24
+RAIL_V = 0.1875  # ±187.5 mV: full scale of a 24-bit ADS1299 front end at gain 24
+
+
+class MotorImageryParams(BaseModel):
+    """Motor-imagery EEG: montage, rhythms, artifacts and trial timing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_channels: int = Field(16, ge=8, le=128, description="electrodes (10-05 positions)")
+    channels: list[str] | None = Field(None, description="electrode names; default: chosen "
+                                       "for the count, sensorimotor strip first")
+    srate: float = Field(250.0, ge=125, le=2000, description="sampling rate (Hz)")
+    classes: list[str] = Field(["left", "right"], description="2-4 of left, right, feet, tongue")
+    timing: TrialTiming = Field(default_factory=TrialTiming)
+    erd: float = Field(0.3, ge=0, le=0.9, description="drop of mu/beta amplitude while "
+                       "imagining (0.2-0.4 is typical)")
+    mu_uv: float = Field(10.0, ge=0, description="mu amplitude at its strongest electrode (uV)")
+    beta_uv: float = Field(5.0, ge=0, description="beta amplitude (uV)")
+    alpha_uv: float = Field(8.0, ge=0, description="posterior alpha amplitude (uV)")
+    background_uv: float = Field(8.0, ge=0, description="1/f background, scalp RMS (uV)")
+    sensor_noise_uv: float = Field(1.5, ge=0, description="amplifier noise RMS (uV)")
+    line_freq: Literal[50, 60] = Field(50, description="mains frequency (Hz)")
+    line_uv: float = Field(2.0, ge=0, description="line noise amplitude (uV)")
+    blink_rate_hz: float = Field(0.15, ge=0, description="eye blinks per second")
+    blink_uv: float = Field(80.0, ge=0, description="blink amplitude at Fp1/Fp2 (uV)")
+    emg_rate_hz: float = Field(0.03, ge=0, description="muscle bursts per second")
+    emg_uv: float = Field(15.0, ge=0, description="EMG burst RMS at temporal sites (uV)")
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, classes: list[str]) -> list[str]:
+        unknown = [c for c in classes if c not in CLASS_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown class(es) {unknown}: the simulated sources are "
+                             f"{list(CLASS_SOURCES)}")
+        if not 2 <= len(classes) <= len(CLASS_SOURCES) or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be 2 to {len(CLASS_SOURCES)} distinct names among "
+                             f"{list(CLASS_SOURCES)}, got {classes}")
+        return classes
+
+    @model_validator(mode="after")
+    def _channel_list(self) -> MotorImageryParams:
+        if self.channels is not None:
+            if len(self.channels) != self.n_channels:
+                raise ValueError(f"channels lists {len(self.channels)} names but n_channels is "
+                                 f"{self.n_channels}; give one name per channel")
+            electrode_positions(tuple(self.channels))  # unknown names are errors now
+        return self
+
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(self.channels) if self.channels else choose_channels(self.n_channels)
+
+
+class MotorImageryEeg(Generator):
+    """Cued motor imagery: EEG (V), task and artifact markers, the cued class as truth.
+
+    Parameters
+    ----------
+    params : MotorImageryParams
+    seed : int
+        Everything random (subject, trial order, noise) derives from it.
+    drift : Drift, optional
+    user : UserParams, optional
+        The simulated user (default: visual delay 200 ms, not learning).
+    """
+
+    stream_type = "EEG"
+    truth_names = ("class",)
+
+    def __init__(self, params: MotorImageryParams, seed: int = 0, drift: Drift | None = None,
+                 user: UserParams | None = None) -> None:
+        super().__init__(drift)
+        self.params = p = params
+        self.srate = p.srate
+        self.channel_names = p.channel_names()
+        n = len(self.channel_names)
+        self.channel_types, self.units = ("eeg",) * n, ("V",) * n
+        self.classes = list(p.classes)
+        ss = np.random.SeedSequence(seed)
+        subject, task, sig, art = (np.random.default_rng(s) for s in ss.spawn(4))
+        self.task = CuedTrials(self.classes, p.timing, p.srate, task)
+        self.user = SimulatedUser(user or UserParams(), len(self.classes), self.classes)
+        self.head = HeadModel(self.channel_names)
+        self._build_sources(subject)
+        self._build_rhythms(subject, sig)
+        self._build_artifacts(subject, art)
+        self._class_erd = np.zeros((len(self.classes), len(_SENSORIMOTOR)))
+        for i, c in enumerate(self.classes):
+            self._class_erd[i, list(CLASS_SOURCES[c])] = 1.0
+        self._mixing_key: tuple = ()
+        self._mixing = self._base_mixing
+        if drift is not None:  # compute displaced mixing matrices now, not mid-run
+            for c in drift.components:
+                if c.kind == "electrode-shift":
+                    self._shifted_mixing(c.shift_mm, c.seed)
+
+    # -- construction ---------------------------------------------------------------------
+    def _build_sources(self, rng: np.random.Generator) -> None:
+        head = self.head
+        named = _SENSORIMOTOR + _ALPHA
+        points = np.array([head.point_under(e, d) for e, d in named])
+        # jitter each source a few mm: every simulated subject is a little different
+        points += rng.normal(0, 0.003, points.shape)
+        orient = head.radial(points)
+        # background: dipoles below random points of the upper head
+        theta = rng.uniform(0, 2 * np.pi, _N_BACKGROUND)
+        elev = rng.uniform(0.15, 1.0, _N_BACKGROUND)  # sin of the elevation above the ears
+        dirs = np.c_[np.sqrt(1 - elev**2) * np.cos(theta), np.sqrt(1 - elev**2) * np.sin(theta),
+                     elev]
+        depth = rng.uniform(0.2, 0.45, _N_BACKGROUND)
+        bg_points = head.center + head.radius * (1 - depth)[:, None] * dirs
+        self._dipoles = np.vstack([points, bg_points])
+        self._orient = np.vstack([orient, head.radial(bg_points)])
+        gain = head.gain(self._dipoles, self._orient)
+        # scale each source so that a unit amplitude peaks at 1 uV on the scalp
+        self._norm = 1.0 / np.abs(gain).max(axis=0)
+        self._base_mixing = gain * self._norm
+        n_bg = _N_BACKGROUND
+        bg_rms = np.sqrt((self._base_mixing[:, -n_bg:] ** 2).sum(axis=1)).mean()
+        self._bg_amp = self.params.background_uv / bg_rms
+
+    def _build_rhythms(self, subject: np.random.Generator, rng: np.random.Generator) -> None:
+        p, fs = self.params, self.params.srate
+        n_sm = len(_SENSORIMOTOR)
+        mu_peak = subject.uniform(9.5, 11.5)
+        beta_peak = subject.uniform(18.0, 24.0)
+        alpha_peak = subject.uniform(9.0, 11.0)
+        self._mu = BandNoise(mu_peak - 1.5, mu_peak + 1.5, fs, n_sm, rng)
+        self._beta = BandNoise(beta_peak - 3.0, beta_peak + 3.0, fs, n_sm, rng)
+        self._alpha = BandNoise(alpha_peak - 1.0, alpha_peak + 1.0, fs, len(_ALPHA), rng)
+        self._background = PinkNoise(_N_BACKGROUND, rng)
+        self._sensor_rng = rng
+        n = len(self.channel_names)
+        self._line_freqs = np.full(n, float(p.line_freq))
+        self._line_phase = subject.uniform(0, 2 * np.pi, n)
+        self._line_amp = p.line_uv * subject.uniform(0.3, 1.5, n)
+        # per-subject strength of each sensorimotor rhythm
+        self._mu_amp = p.mu_uv * subject.uniform(0.8, 1.2, n_sm)
+        self._beta_amp = p.beta_uv * subject.uniform(0.8, 1.2, n_sm)
+
+    def _build_artifacts(self, subject: np.random.Generator, rng: np.random.Generator) -> None:
+        p, fs = self.params, self.params.srate
+        pos = self.head.positions
+        # blinks: the eyes sit in front of and below Fp1/Fp2; fall-off with distance
+        eyes = electrode_positions(("Fpz",))[0] + np.array([0.0, 0.01, -0.03])
+        reference = np.linalg.norm(electrode_positions(("Fp1",))[0] - eyes)  # weight 1 at Fp1
+        self._blink_weights = np.minimum(
+            1.0, np.exp(-(np.linalg.norm(pos - eyes, axis=1) - reference) / 0.035))
+        self._blinks = BurstTrain(p.blink_rate_hz, (0.2, 0.4), fs, rng, "hann")
+        # EMG: left and right temporalis, below T7/T8
+        offset = np.array([0.0, 0.01, -0.02])
+        temporal = electrode_positions(("T7", "T8")) + offset
+        d = np.linalg.norm(pos[:, None, :] - temporal[None], axis=-1)  # (n_ch, 2)
+        reference = np.linalg.norm(offset)  # weight 1 at T7/T8
+        self._emg_weights = np.minimum(1.0, np.exp(-(d - reference) / 0.03)).T  # (2, n_ch)
+        self._emg = [BurstTrain(p.emg_rate_hz / 2, (0.3, 1.5), fs, rng, "box") for _ in range(2)]
+        self._emg_noise = HighNoise(min(30.0, 0.2 * fs), fs, 2, rng)
+
+    # -- mixing under electrode shifts ------------------------------------------------------
+    def _shifted_mixing(self, shift_mm: float, seed: int) -> np.ndarray:
+        gain = self.head.gain(self._dipoles, self._orient, shift_mm=shift_mm, shift_seed=seed)
+        return gain * self._norm
+
+    def _mixing_for(self, effects: DriftEffects) -> np.ndarray:
+        key = tuple((s.key, round(s.fraction, 4)) for s in effects.shifts)
+        if key != self._mixing_key:
+            m = self._base_mixing.copy()
+            for s in effects.shifts:
+                m += s.fraction * (self._shifted_mixing(s.shift_mm, s.seed) - self._base_mixing)
+            self._mixing, self._mixing_key = m, key
+        return self._mixing
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, start: int, n: int) -> Block:
+        p = self.params
+        t = self.times(start, n)
+        effects = (self.drift.effects_at(float(t[0])) if self.drift is not None
+                   else DriftEffects.neutral(self.n_channels))
+        cued = self.task.class_at(t)
+        self.user.perceive(float(t[0]), int(cued[0]))
+        depth = p.erd * effects.modulation * self.user.modulation(cued)  # (n,)
+        erd_map = np.zeros((n, len(_SENSORIMOTOR)))
+        active = cued != REST
+        erd_map[active] = self._class_erd[cued[active]]
+        sm_gain = np.clip(1.0 - depth[:, None] * erd_map, 0.05, None)
+        sm = (self._mu(n) * self._mu_amp + self._beta(n) * self._beta_amp) * sm_gain
+        alpha = self._alpha(n) * (p.alpha_uv * effects.alpha)
+        background = self._background(n) * self._bg_amp
+        sources = np.concatenate([sm, alpha, background], axis=1)
+        eeg = sources @ self._mixing_for(effects).T  # (n, n_channels), uV
+
+        markers: list[tuple[str, int]] = self.task.markers(start, n)
+        blink_env, blink_onsets = self._blinks.envelope(start, n)
+        if blink_onsets or blink_env.any():
+            eeg += np.outer(blink_env * p.blink_uv, self._blink_weights)
+        markers += [("artifact/blink", i) for i in blink_onsets]
+        envelopes = []
+        for side, train in enumerate(self._emg):
+            env, onsets = train.envelope(start, n)
+            envelopes.append(env)
+            markers += [(f"artifact/emg/{('left', 'right')[side]}", i) for i in onsets]
+        emg = self._emg_noise(n)  # keep the noise stream in step even without bursts
+        env2 = np.stack(envelopes, axis=1)
+        if env2.any():
+            eeg += (emg * env2 * p.emg_uv) @ self._emg_weights
+        if p.line_uv:
+            eeg += sinusoids(start, n, p.srate, self._line_freqs, self._line_phase) * self._line_amp
+        noise = self._sensor_rng.standard_normal((n, self.n_channels))
+        eeg += noise * (p.sensor_noise_uv * effects.noise_scale)
+        eeg *= effects.gain
+        volts = eeg * 1e-6
+        apply_dropout(volts, effects.dropout, self._sensor_rng)
+        markers.sort(key=lambda m: m[1])
+        return Block(volts, start, markers, cued[:, None].astype(np.float64))
+
+    def feedback(self, t: float, values: np.ndarray | str) -> None:
+        self.user.show(t, values)
+
+
+def apply_dropout(data: np.ndarray, dropout: np.ndarray, rng: np.random.Generator,
+                  rail: float = RAIL_V, noise: float = 50e-6) -> None:
+    """Replace failed channels in place: 1 flat, 2 railed, 3 noise only.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_samples, n_channels)
+    dropout : ndarray of int8, shape (n_channels,)
+    """
+    if not dropout.any():
+        return
+    data[:, dropout == 1] = 0.0
+    data[:, dropout == 2] = rail
+    noisy = np.flatnonzero(dropout == 3)
+    if noisy.size:
+        data[:, noisy] = rng.standard_normal((data.shape[0], noisy.size)) * noise

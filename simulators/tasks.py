@@ -1,0 +1,206 @@
+"""Tasks the simulated user performs: cued trials and a 2-D center-out cursor task.
+
+Both tell, for any sample, what the user was asked to do (ground truth) and
+produce the task's markers. Marker conventions (shared by the runtime's label
+tracker and feedback nodes)::
+
+    trial/start            fixation cross: a trial begins
+    cue/<class>            the cue; imagery (or gazing at a flicker) starts
+    end                    imagery stops (the labelled span closes)
+    trial/end              the trial is over; rest follows
+
+    target/<k> {"x": .., "y": ..}   a center-out target appears (k = 0 is the center)
+    hit/<k>                the cursor dwelled on target k long enough
+    timeout/<k>            target k was not acquired in time
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+REST = -1  # class index while nothing is cued
+
+
+class TrialTiming(BaseModel):
+    """Timing of cued trials (seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fixation_s: float = Field(1.0, ge=0, description="fixation before the cue")
+    imagery_s: float = Field(3.0, gt=0, description="imagery after the cue")
+    rest_s: float = Field(1.5, gt=0, description="rest after the imagery")
+    first_s: float = Field(1.0, ge=0, description="rest before the first trial")
+
+
+class CuedTrials:
+    """Cued trials of ``n_classes`` classes, in balanced blocks of random order.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        Class names, used in the ``cue/<class>`` markers.
+    timing : TrialTiming
+    srate : float
+        Sampling rate of the stream the markers are placed on (Hz).
+    rng : numpy.random.Generator
+        Draws the class order.
+    """
+
+    def __init__(self, classes: list[str], timing: TrialTiming, srate: float,
+                 rng: np.random.Generator) -> None:
+        self.classes = list(classes)
+        self.timing, self.srate, self._rng = timing, srate, rng
+        self.trial_s = timing.fixation_s + timing.imagery_s + timing.rest_s
+        self._sequence = bytearray()  # class of every trial so far, one byte each
+
+    def class_of_trial(self, k: int) -> int:
+        """Class index of trial ``k`` (0-based)."""
+        while len(self._sequence) <= k:
+            block = np.arange(len(self.classes), dtype=np.uint8)
+            self._rng.shuffle(block)
+            self._sequence.extend(block.tobytes())
+        return self._sequence[k]
+
+    def _cue_time(self, k: np.ndarray | int) -> np.ndarray | float:
+        return self.timing.first_s + k * self.trial_s + self.timing.fixation_s
+
+    def class_at(self, t: np.ndarray) -> np.ndarray:
+        """Cued class index at each time, :data:`REST` outside imagery.
+
+        Parameters
+        ----------
+        t : ndarray, shape (n,)
+            Seconds since the stream started.
+
+        Returns
+        -------
+        ndarray of int, shape (n,)
+        """
+        rel = t - self.timing.first_s - self.timing.fixation_s
+        k = np.floor((rel + self.timing.fixation_s) / self.trial_s).astype(np.int64)
+        since_cue = rel - k * self.trial_s
+        imagining = (k >= 0) & (since_cue >= 0) & (since_cue < self.timing.imagery_s)
+        out = np.full(t.shape, REST, dtype=np.int64)
+        for trial in np.unique(k[imagining]).tolist():  # one or two trials per block
+            out[imagining & (k == trial)] = self.class_of_trial(trial)
+        return out
+
+    def markers(self, start: int, n: int) -> list[tuple[str, int]]:
+        """Task markers falling on samples ``start`` .. ``start + n - 1``.
+
+        Returns
+        -------
+        list of (str, int)
+            Marker and sample index (the first sample at or after the event).
+        """
+        tm = self.timing
+        t_from, t_to = start / self.srate, (start + n) / self.srate
+        k0 = max(0, int(np.floor((t_from - tm.first_s) / self.trial_s)) - 1)
+        out: list[tuple[str, int]] = []
+        k = k0
+        while tm.first_s + k * self.trial_s < t_to + self.trial_s:
+            begin = tm.first_s + k * self.trial_s
+            cue = begin + tm.fixation_s
+            events = (("trial/start", begin), (f"cue/{self.classes[self.class_of_trial(k)]}", cue),
+                      ("end", cue + tm.imagery_s), ("trial/end", cue + tm.imagery_s))
+            for label, t in events:
+                index = int(np.ceil(t * self.srate - 1e-9))
+                if start <= index < start + n:
+                    out.append((label, index))
+            k += 1
+        return sorted(out, key=lambda m: m[1])
+
+
+class CenterOutParams(BaseModel):
+    """The 2-D center-out task (positions in workspace units, radius 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_targets: int = Field(8, ge=2, le=32, description="outer targets on the circle")
+    radius: float = Field(0.8, gt=0, le=1, description="distance of outer targets from center")
+    target_size: float = Field(0.15, gt=0, description="target radius")
+    dwell_s: float = Field(0.5, gt=0, description="time inside a target to acquire it")
+    timeout_s: float = Field(10.0, gt=0, description="time allowed per target")
+
+
+class CenterOut:
+    """Center-out-and-back: an outer target, then the center, and so on.
+
+    The cursor moves with the decoded velocity when feedback arrives, and with the
+    user's intended velocity when it does not (an open-loop calibration block,
+    where the user watches the cursor move perfectly).
+
+    Parameters
+    ----------
+    params : CenterOutParams
+    rng : numpy.random.Generator
+        Draws the order of the outer targets.
+    """
+
+    def __init__(self, params: CenterOutParams, rng: np.random.Generator) -> None:
+        self.params, self._rng = params, rng
+        angles = 2 * np.pi * np.arange(params.n_targets) / params.n_targets
+        self.targets = np.vstack([[0.0, 0.0], params.radius * np.c_[np.cos(angles), np.sin(angles)]])
+        self.cursor = np.zeros(2)
+        self._order: list[int] = []
+        self.target_index = self._next_outer()
+        self._target_since: float = 0.0
+        self._inside_since: float | None = None
+        self._pending: list[tuple[str, float]] = [(self._target_marker(), 0.0)]
+        self.hits = self.timeouts = 0
+
+    @property
+    def target(self) -> np.ndarray:
+        """Position of the current target, shape (2,)."""
+        return self.targets[self.target_index]
+
+    def _next_outer(self) -> int:
+        if not self._order:
+            self._order = (1 + self._rng.permutation(self.params.n_targets)).tolist()
+        return self._order.pop()
+
+    def _target_marker(self) -> str:
+        x, y = self.target
+        return f"target/{self.target_index} " + json.dumps({"x": round(float(x), 4),
+                                                           "y": round(float(y), 4)})
+
+    def advance(self, t: float, velocity: np.ndarray, dt: float) -> None:
+        """Move the cursor by ``velocity * dt`` and update the target state at ``t``.
+
+        Parameters
+        ----------
+        t : float
+            Time after the move (s since the stream started).
+        velocity : ndarray, shape (2,)
+            Cursor velocity (workspace units per second).
+        dt : float
+            Duration of the move (s).
+        """
+        p = self.params
+        self.cursor = np.clip(self.cursor + velocity * dt, -1.5, 1.5)
+        inside = np.hypot(*(self.cursor - self.target)) <= p.target_size
+        if inside:
+            self._inside_since = t if self._inside_since is None else self._inside_since
+            if t - self._inside_since >= p.dwell_s:
+                self.hits += 1
+                self._switch(t, f"hit/{self.target_index}")
+                return
+        else:
+            self._inside_since = None
+        if t - self._target_since >= p.timeout_s:
+            self.timeouts += 1
+            self._switch(t, f"timeout/{self.target_index}")
+
+    def _switch(self, t: float, outcome: str) -> None:
+        self._pending.append((outcome, t))
+        self.target_index = self._next_outer() if self.target_index == 0 else 0
+        self._target_since, self._inside_since = t, None
+        self._pending.append((self._target_marker(), t))
+
+    def take_markers(self) -> list[tuple[str, float]]:
+        """Markers since the last call, with their times (s since the stream started)."""
+        out, self._pending = self._pending, []
+        return out
