@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic import BaseModel
+
 from bci_runtime.errors import BciError, ConfigError, PipelineError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -149,7 +151,8 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         for field_name, info in cls.Params.model_fields.items():
             params[field_name] = {
                 "type": _type_name(info.annotation),
-                "default": None if info.is_required() else _jsonable(info.get_default()),
+                "default": None if info.is_required() else _jsonable(
+                    info.get_default(call_default_factory=True)),
                 "required": info.is_required(),
                 "description": info.description or "",
             }
@@ -187,6 +190,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # nested parameters: show their own defaults
+        value = value.model_dump(mode="json")
     try:
         json.dumps(value)
         return value

@@ -150,6 +150,11 @@ class Executor:
         self._tel = [self.telemetry[n] for n in self.names]
         self.end_to_end = LatencyRecorder()
         self.samples_in: dict[str, int] = {}
+        # samples are counted on each source's first signal output (not on side streams
+        # such as a simulator's ground truth)
+        self._counted_port = {n: next((p for p, o in type(node).outputs.items()
+                                       if o.kind == "signal"), None)
+                              for n, node in zip(self.names, self.nodes)}
         self.bad_chunks: dict[str, int] = {}
         self.policies = {n: graph.config.nodes[n].on_bad_chunk for n in self.names}
         self._pending: list[list[tuple[str, AnyChunk]]] = [[] for _ in self.names]
@@ -202,7 +207,7 @@ class Executor:
                     if chunk is None:
                         continue
                 valid.append((port, chunk))
-                if isinstance(chunk, Chunk):
+                if isinstance(chunk, Chunk) and port == self._counted_port[name]:
                     self.samples_in[name] = self.samples_in.get(name, 0) + chunk.n_samples
             if not valid:
                 return

@@ -24,7 +24,9 @@ built, ``os.fsync`` runs at least every ``fsync_interval_s`` (checked on each
 write) and on :meth:`XdfWriter.sync` and :meth:`XdfWriter.close`, and a
 Boundary chunk is written every ``boundary_interval_s``. After the process is
 killed, the file holds every complete chunk that reached the OS; pyxdf opens it
-without footers (it skips or scans past a trailing partial Samples chunk). Inputs
+without footers (it skips or scans past a trailing partial Samples chunk; a
+header or ClockOffset chunk cut short, which needs a kill inside that one small
+``write`` call, is not handled by pyxdf and would need truncating). Inputs
 are validated before any byte is written, so a rejected call never corrupts the
 file; a failed ``write`` (disk full) is rolled back by truncating to the end of
 the last complete chunk.

@@ -31,9 +31,13 @@ from bci_runtime.simulators.noise import BandNoise, BurstTrain, HighNoise, PinkN
 from bci_runtime.simulators.tasks import REST, CuedTrials, TrialTiming
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 
-# which sensorimotor source(s) desynchronise for each class (index into _SENSORIMOTOR)
-CLASS_SOURCES = {"left": (1,), "right": (0,), "feet": (2,), "tongue": (3, 4)}
-_SENSORIMOTOR = (("C3", 0.25), ("C4", 0.25), ("Cz", 0.45), ("C5", 0.3), ("C6", 0.3))
+# how much each sensorimotor source (index into _SENSORIMOTOR) desynchronises for each
+# class: hand imagery desynchronises the whole contralateral strip, most at the hand area
+CLASS_SOURCES = {"left": {1: 1.0, 4: 0.6}, "right": {0: 1.0, 3: 0.6}, "feet": {2: 1.0},
+                 "tongue": {3: 1.0, 4: 1.0}}
+# (electrode above, depth, relative rhythm strength): hand, hand, feet, tongue, tongue
+_SENSORIMOTOR = (("C3", 0.25, 1.0), ("C4", 0.25, 1.0), ("Cz", 0.45, 0.7), ("C5", 0.3, 0.6),
+                 ("C6", 0.3, 0.6))
 _ALPHA = (("O1", 0.25), ("O2", 0.25))
 _N_BACKGROUND = 24
 RAIL_V = 0.1875  # ±187.5 mV: full scale of a 24-bit ADS1299 front end at gain 24
@@ -49,7 +53,8 @@ class MotorImageryParams(BaseModel):
                                        "for the count, sensorimotor strip first")
     srate: float = Field(250.0, ge=125, le=2000, description="sampling rate (Hz)")
     classes: list[str] = Field(["left", "right"], description="2-4 of left, right, feet, tongue")
-    timing: TrialTiming = Field(default_factory=TrialTiming)
+    timing: TrialTiming = Field(default_factory=TrialTiming,
+                                description="fixation, imagery and rest durations (s)")
     erd: float = Field(0.3, ge=0, le=0.9, description="drop of mu/beta amplitude while "
                        "imagining (0.2-0.4 is typical)")
     mu_uv: float = Field(10.0, ge=0, description="mu amplitude at its strongest electrode (uV)")
@@ -124,7 +129,8 @@ class MotorImageryEeg(Generator):
         self._build_artifacts(subject, art)
         self._class_erd = np.zeros((len(self.classes), len(_SENSORIMOTOR)))
         for i, c in enumerate(self.classes):
-            self._class_erd[i, list(CLASS_SOURCES[c])] = 1.0
+            for source, depth in CLASS_SOURCES[c].items():
+                self._class_erd[i, source] = depth
         self._mixing_key: tuple = ()
         self._mixing = self._base_mixing
         if drift is not None:  # compute displaced mixing matrices now, not mid-run
@@ -135,7 +141,7 @@ class MotorImageryEeg(Generator):
     # -- construction ---------------------------------------------------------------------
     def _build_sources(self, rng: np.random.Generator) -> None:
         head = self.head
-        named = _SENSORIMOTOR + _ALPHA
+        named = [(e, d) for e, d, _ in _SENSORIMOTOR] + list(_ALPHA)
         points = np.array([head.point_under(e, d) for e, d in named])
         # jitter each source a few mm: every simulated subject is a little different
         points += rng.normal(0, 0.003, points.shape)
@@ -163,8 +169,8 @@ class MotorImageryEeg(Generator):
         mu_peak = subject.uniform(9.5, 11.5)
         beta_peak = subject.uniform(18.0, 24.0)
         alpha_peak = subject.uniform(9.0, 11.0)
-        self._mu = BandNoise(mu_peak - 1.5, mu_peak + 1.5, fs, n_sm, rng)
-        self._beta = BandNoise(beta_peak - 3.0, beta_peak + 3.0, fs, n_sm, rng)
+        self._mu = BandNoise(mu_peak - 2.0, mu_peak + 2.0, fs, n_sm, rng)
+        self._beta = BandNoise(beta_peak - 4.0, beta_peak + 4.0, fs, n_sm, rng)
         self._alpha = BandNoise(alpha_peak - 1.0, alpha_peak + 1.0, fs, len(_ALPHA), rng)
         self._background = PinkNoise(_N_BACKGROUND, rng)
         self._sensor_rng = rng
@@ -173,8 +179,9 @@ class MotorImageryEeg(Generator):
         self._line_phase = subject.uniform(0, 2 * np.pi, n)
         self._line_amp = p.line_uv * subject.uniform(0.3, 1.5, n)
         # per-subject strength of each sensorimotor rhythm
-        self._mu_amp = p.mu_uv * subject.uniform(0.8, 1.2, n_sm)
-        self._beta_amp = p.beta_uv * subject.uniform(0.8, 1.2, n_sm)
+        strength = np.array([s for _, _, s in _SENSORIMOTOR])
+        self._mu_amp = p.mu_uv * strength * subject.uniform(0.8, 1.2, n_sm)
+        self._beta_amp = p.beta_uv * strength * subject.uniform(0.8, 1.2, n_sm)
 
     def _build_artifacts(self, subject: np.random.Generator, rng: np.random.Generator) -> None:
         p, fs = self.params, self.params.srate

@@ -238,8 +238,12 @@ def test_nodes_json() -> None:
     assert bp["params"]["low"]["required"] is True and bp["params"]["low"]["default"] is None
     assert bp["params"]["order"] == {**bp["params"]["order"], "required": False, "default": 4}
     eeg = nodes["simulated_eeg"]
-    assert eeg["inputs"] == {} and set(eeg["outputs"]) == {"signal", "markers"}
+    assert set(eeg["inputs"]) == {"feedback"} and eeg["inputs"]["feedback"]["required"] is False
+    assert set(eeg["outputs"]) == {"signal", "markers", "truth"}
     assert eeg["outputs"]["markers"]["kind"] == "events"
+    # nested parameter models show their defaults, not a placeholder
+    assert eeg["params"]["drift"]["default"]["scenario"] == "stationary"
+    assert eeg["params"]["timing"]["default"]["imagery_s"] > 0
 
 
 def test_nodes_of_one_type() -> None:

@@ -28,7 +28,7 @@ from bci_runtime.errors import ConfigError, ConfigIssue, PipelineError
 from bci_runtime.graph import build_graph, load_graph, load_graph_text
 from bci_runtime.node import Input, Node, NodeContext, Output
 from bci_runtime.registry import register_node
-from bci_runtime.simulators.basic_eeg import SimulatedEeg
+from bci_runtime.simulators.nodes import SimulatedEeg
 from bci_runtime.spec import StreamSpec
 
 FILE = "pipelines/under_test.yaml"
@@ -281,7 +281,7 @@ CASES = [
             inputs:
               signal: eeg.eeg
         """), "signal: eeg.eeg", "bp", "nodes.bp.inputs.signal",
-         ("node 'eeg' (simulated_eeg) has no output port 'eeg'", "(outputs: signal, markers)")),
+         ("node 'eeg' (simulated_eeg) has no output port 'eeg'", "(outputs: signal, markers, truth)")),
     Case("malformed-reference", HEAD + more_nodes("""
           bp:
             type: bandpass
@@ -479,10 +479,10 @@ RATE_MISMATCH = pipeline("""
     nodes:
       slow:
         type: test_validation_spy_eeg
-        params: {n_channels: 4, srate: 250}
+        params: {n_channels: 8, srate: 250}
       fast:
         type: test_validation_spy_eeg
-        params: {n_channels: 4, srate: 500}
+        params: {n_channels: 8, srate: 500}
       join:
         type: test_validation_join
         inputs:
@@ -500,7 +500,7 @@ def test_rate_mismatch_names_the_input_and_the_fix(test_nodes: None) -> None:
 
 def test_same_rates_are_accepted(test_nodes: None) -> None:
     graph = load_graph_text(RATE_MISMATCH.replace("srate: 500", "srate: 250"), FILE)
-    assert graph.specs[("join", "joined")].n_channels == 8
+    assert graph.specs[("join", "joined")].n_channels == 16
     assert graph.order.index("join") > max(graph.order.index("slow"), graph.order.index("fast"))
 
 

@@ -15,7 +15,7 @@ from bci_runtime.errors import SpecMismatchError
 from bci_runtime.node import Node, NodeContext
 from bci_runtime.pipelines.filters import Bandpass
 from bci_runtime.pipelines.windows import LogVariance
-from bci_runtime.simulators.basic_eeg import SimulatedEeg
+from bci_runtime.simulators.nodes import SimulatedEeg
 from bci_runtime.spec import StreamSpec
 
 from nodes_for_tests import configure_alone
@@ -274,7 +274,8 @@ class TestLinearClassifierCalibration:
     def test_calibrates_above_chance(self):
         """SimulatedEeg -> Bandpass -> LogVariance -> LinearClassifier, nodes called directly."""
         events: list = []
-        eeg = SimulatedEeg("eeg", {"n_channels": 8, "imagery_s": 2.5, "rest_s": 1.5, "erd": 0.4})
+        eeg = SimulatedEeg("eeg", {"n_channels": 8, "erd": 0.4, "timing": {
+            "fixation_s": 0.5, "imagery_s": 2.5, "rest_s": 1.0}})
         eeg_specs = configure_alone(eeg)
         context = NodeContext.for_test("eeg", seed=3)
         eeg.open(context)
@@ -338,99 +339,6 @@ class TestLinearClassifierCalibration:
             assert out is None
         assert dec.coef_ is None
         assert [kind for kind, _ in events] == ["calibration_extended"]
-
-
-# -- SimulatedEeg ----------------------------------------------------------------------------
-SIM_PARAMS = {"n_channels": 8, "srate": 250, "chunk_size": 10, "imagery_s": 2.5, "rest_s": 1.5}
-
-
-def simulate(seed: int, until: float, **params):
-    node = SimulatedEeg("eeg", {**SIM_PARAMS, **params})
-    configure_alone(node)
-    context = NodeContext.for_test(seed=seed)
-    node.open(context)
-    chunks, markers, owners = read_source(node, context, until)
-    return node, chunks, markers, owners
-
-
-class TestSimulatedEeg:
-    def test_deterministic_for_a_seed(self):
-        _, chunks_a, markers_a, _ = simulate(42, 20.0)
-        _, chunks_b, markers_b, _ = simulate(42, 20.0)
-        assert len(chunks_a) == len(chunks_b) == 500
-        for a, b in zip(chunks_a, chunks_b):
-            np.testing.assert_array_equal(a.data, b.data)
-            np.testing.assert_array_equal(a.timestamps, b.timestamps)
-        assert [m.markers for m in markers_a] == [m.markers for m in markers_b]
-        for a, b in zip(markers_a, markers_b):
-            np.testing.assert_array_equal(a.timestamps, b.timestamps)
-
-    def test_seed_matters(self):
-        _, chunks_a, _, _ = simulate(1, 2.0)
-        _, chunks_b, _, _ = simulate(2, 2.0)
-        assert not np.array_equal(chunks_a[0].data, chunks_b[0].data)
-
-    def test_chunks_are_valid(self):
-        node, chunks, _, _ = simulate(0, 4.0, dtype="float32")
-        spec = node.output_specs["signal"]
-        assert spec.channel_names[:2] == ("C3", "C4") and spec.units == ("V",) * 8
-        for chunk in chunks:
-            assert chunk.problem() is None
-            assert chunk.data.dtype == np.float32 and chunk.data.shape == (10, 8)
-        ts = np.concatenate([c.timestamps for c in chunks])
-        np.testing.assert_allclose(np.diff(ts), 1 / 250.0, rtol=1e-9)
-        assert ts[0] == 0.0
-
-    def test_markers_at_sample_times(self):
-        node, chunks, markers, owners = simulate(9, 60.0, classes=["left", "right", "feet"])
-        events = []
-        for m, owner in zip(markers, owners):
-            assert m.problem() is None
-            # every marker is read together with the signal chunk that holds its sample
-            for label, t in zip(m.markers, m.timestamps.tolist()):
-                assert t in chunks[owner].timestamps.tolist()
-                assert abs(t * 250 - round(t * 250)) < 1e-9
-                events.append((label, t))
-        labels = [label for label, _ in events]
-        assert labels[0::2] and all(l.startswith("cue/") for l in labels[0::2])
-        assert all(l == "end" for l in labels[1::2])
-        assert {l[4:] for l in labels[0::2]} <= {"left", "right", "feet"}
-        # balanced blocks: each run of 3 cues holds each class once
-        cues = [l[4:] for l in labels[0::2]]
-        for k in range(0, len(cues) - 2, 3):
-            assert sorted(cues[k:k + 3]) == ["feet", "left", "right"]
-        times = [t for _, t in events]
-        assert times == sorted(times)
-        onsets, ends = times[0::2], times[1::2]
-        assert onsets[0] == pytest.approx(1.5)
-        for k, (onset, end) in enumerate(zip(onsets, ends)):
-            assert onset == pytest.approx(1.5 + 4.0 * k, abs=1 / 250)
-            assert end - onset == pytest.approx(2.5, abs=1 / 250)
-        # the markers agree with the generator's own ground truth
-        for (cue, onset), end in zip(zip(labels[0::2], onsets), ends):
-            mid = np.array([(onset + end) / 2])
-            assert node.true_labels(mid) == [cue[4:]]
-            assert node.true_labels(np.array([end + 0.5])) == ["rest"]
-
-    def test_erd_is_real(self):
-        """Mu power at C4 (right hand area) drops for left-hand imagery, and vice versa at C3."""
-        node, chunks, markers, _ = simulate(5, 90.0)
-        x = np.concatenate([c.data for c in chunks])
-        ts = np.concatenate([c.timestamps for c in chunks])
-        channels = node.output_specs["signal"].channel_names
-        c3, c4 = channels.index("C3"), channels.index("C4")
-        sos = sps.butter(4, [8, 13], btype="bandpass", fs=250, output="sos")
-        mu = sps.sosfiltfilt(sos, x, axis=0)
-        events = [(label, t) for m in markers for label, t in zip(m.markers, m.timestamps.tolist())]
-        power: dict[str, list[np.ndarray]] = {"left": [], "right": []}
-        for (cue, onset), (end_label, end) in zip(events[0::2], events[1::2]):
-            assert end_label == "end"
-            span = (ts >= onset + 0.5) & (ts < end)
-            power[cue[4:]].append((mu[span] ** 2).mean(axis=0))
-        assert len(power["left"]) >= 8 and len(power["right"]) >= 8
-        left, right = np.mean(power["left"], axis=0), np.mean(power["right"], axis=0)
-        assert left[c4] < 0.8 * right[c4]
-        assert right[c3] < 0.8 * left[c3]
 
 
 # -- the node API as documented --------------------------------------------------------------

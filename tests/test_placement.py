@@ -62,11 +62,14 @@ def demo_config(placement: dict[str, str], *, transport: str | None = None,
 
     The feedback node's LSL outlet and console lines are turned off: they do not
     change any decision, and the tests compare decisions through the session's
-    events and the nodes' summaries instead.
+    events and the nodes' summaries instead. The simulated user's feedback edge
+    is removed in every placement: a delayed edge may not cross processes, and
+    the placements must run the same graph to be compared.
     """
     config = yaml.safe_load(DEMO.read_text())
     for node, process in placement.items():
         config["nodes"][node]["process"] = process
+    del config["nodes"]["eeg"]["inputs"]
     config["nodes"]["feedback"].setdefault("params", {}).update(lsl=False, console=False)
     if transport is not None:
         config["transport"] = transport

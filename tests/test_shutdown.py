@@ -79,7 +79,7 @@ duration: 300
 nodes:
   eeg:
     type: simulated_eeg
-    params: {n_channels: 4, srate: 250, chunk_size: 10}
+    params: {n_channels: 8, srate: 250, chunk_size: 10}
   slow:
     type: nodes_for_tests:SlowOpen
     params: {open_delay_s: 120}
