@@ -129,14 +129,15 @@ class _Component(BaseModel):
 
 class ElectrodeShift(_Component):
     kind: Literal["electrode-shift"] = "electrode-shift"
-    shift_mm: float = Field(10.0, gt=0, le=50, description="displacement of the cap or grid")
+    shift_mm: float = Field(20.0, gt=0, le=50, description="displacement of the cap or grid")
 
 
 class Impedance(_Component):
     kind: Literal["impedance"] = "impedance"
     fraction: float = Field(0.3, gt=0, le=1, description="fraction of channels affected")
     gain_change: float = Field(0.5, ge=0, lt=1, description="largest relative gain change")
-    noise_increase: float = Field(3.0, ge=0, description="added noise, in units of the baseline")
+    noise_increase: float = Field(8.0, ge=0, description="added noise, in units of the baseline "
+                                  "sensor noise")
 
 
 class ChannelDropout(_Component):
@@ -263,7 +264,11 @@ class Drift:
         self.components = sorted(components, key=lambda c: c.onset_s)
         self.n_channels, self.n_units = n_channels, n_units
         self._draws = [self._draw(c) for c in self.components]
-        self._announced: set[tuple[int, str]] = set()
+        self._details = [json.dumps(c.details(), sort_keys=True) for c in self.components]
+        # (time, key, phase) of every marker still to announce, in time order
+        self._due = sorted((t, order, key, phase) for key, c in enumerate(self.components)
+                           for order, (phase, t) in enumerate((("start", c.onset_s),
+                                                               ("end", c.onset_s + c.ramp_s))))
 
     def _draw(self, c: DriftComponent) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(np.random.SeedSequence([c.seed, hash_kind(c.kind)]))
@@ -321,6 +326,9 @@ class Drift:
     def markers_between(self, t_from: float, t_to: float) -> list[tuple[str, float]]:
         """Drift markers with times in ``[t_from, t_to)``, each announced once.
 
+        Called with consecutive windows; a marker before ``t_from`` that was never
+        asked for is skipped.
+
         Returns
         -------
         list of (str, float)
@@ -328,13 +336,12 @@ class Drift:
             when the ramp completes, with their times.
         """
         out = []
-        for key, c in enumerate(self.components):
-            details = json.dumps(c.details(), sort_keys=True)
-            for phase, t in (("start", c.onset_s), ("end", c.onset_s + c.ramp_s)):
-                if t_from <= t < t_to and (key, phase) not in self._announced:
-                    self._announced.add((key, phase))
-                    out.append((f"drift/{c.kind}/{phase} {details}", t))
-        return sorted(out, key=lambda m: m[1])
+        while self._due and self._due[0][0] < t_to:
+            t, _, key, phase = self._due.pop(0)
+            if t >= t_from:
+                kind = self.components[key].kind
+                out.append((f"drift/{kind}/{phase} {self._details[key]}", t))
+        return out
 
     @property
     def transport(self) -> bool:

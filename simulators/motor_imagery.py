@@ -72,13 +72,16 @@ class MotorImageryParams(BaseModel):
     @field_validator("classes")
     @classmethod
     def _known_classes(cls, classes: list[str]) -> list[str]:
+        valid = ", ".join(CLASS_SOURCES)
         unknown = [c for c in classes if c not in CLASS_SOURCES]
         if unknown:
-            raise ValueError(f"unknown class(es) {unknown}: the simulated sources are "
-                             f"{list(CLASS_SOURCES)}")
-        if not 2 <= len(classes) <= len(CLASS_SOURCES) or len(set(classes)) != len(classes):
+            raise ValueError(f"unknown class(es) {', '.join(unknown)}; valid classes: {valid}")
+        if len(classes) > len(CLASS_SOURCES):
+            raise ValueError(f"{len(classes)} classes requested, but the simulator has sources "
+                             f"for {len(CLASS_SOURCES)}: {valid}")
+        if len(classes) < 2 or len(set(classes)) != len(classes):
             raise ValueError(f"classes must be 2 to {len(CLASS_SOURCES)} distinct names among "
-                             f"{list(CLASS_SOURCES)}, got {classes}")
+                             f"{valid}, got {classes}")
         return classes
 
     @model_validator(mode="after")
