@@ -26,8 +26,11 @@ from pydantic import BaseModel, Field
 from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
 from bci_runtime.node import Emitted, Input, NodeContext, NodeParams, Output, Source
 from bci_runtime.simulators.base import Block, Generator
+from bci_runtime.simulators.ecog import EcogParams
 from bci_runtime.simulators.motor_imagery import MotorImageryParams
 from bci_runtime.simulators.paradigms import DriftParams, make_generator
+from bci_runtime.simulators.population import PopulationParams
+from bci_runtime.simulators.ssvep import SsvepParams
 from bci_runtime.simulators.tasks import REST
 from bci_runtime.simulators.user import UserParams
 from bci_runtime.spec import StreamSpec
@@ -86,7 +89,11 @@ class SimulatorSource(Source):
         return specs
 
     def _description(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The stream the node will produce (a throw-away generator describes it)."""
+        gen = make_generator(self.paradigm, self.paradigm_params())
+        return {"channel_names": gen.channel_names, "channel_types": gen.channel_types,
+                "units": gen.units, "srate": gen.srate, "stream_type": gen.stream_type,
+                "truth_names": gen.truth_names}
 
     def open(self, context: NodeContext) -> None:
         super().open(context)
@@ -195,3 +202,39 @@ class SimulatedEeg(SimulatorSource):
         """Cued class (or ``rest``) at each runtime time, shape (n_times,)."""
         cued = self.generator.task.class_at(times - self._start_time())  # type: ignore[union-attr]
         return [self._classes[i] if i != REST else "rest" for i in cued.tolist()]
+
+
+class SimulatedSsvep(SimulatorSource):
+    """Cued SSVEP EEG: occipital responses at the flicker frequencies and harmonics.
+
+    Classes are the frequencies (``"12Hz"``) and ``rest``; truth: the class index
+    during a flicker trial (-1 between trials).
+    """
+
+    type_name = "simulated_ssvep"
+    paradigm = "ssvep"
+    Params = _flat_params(SsvepParams, "SimulatedSsvepParams")
+
+
+class SimulatedEcog(SimulatorSource):
+    """ECoG grid whose high-gamma power is cosine-tuned to intended cursor velocity.
+
+    Runs the center-out task with the simulated user; truth: intended velocity,
+    cursor and target. Connect a decoded velocity to ``feedback`` to close the loop.
+    """
+
+    type_name = "simulated_ecog"
+    paradigm = "ecog"
+    Params = _flat_params(EcogParams, "SimulatedEcogParams")
+
+
+class SimulatedPopulation(SimulatorSource):
+    """Binned spike counts of cosine-tuned Poisson units (Kalman/ReFIT decoders).
+
+    Runs the center-out task with the simulated user; truth: intended velocity,
+    cursor and target.
+    """
+
+    type_name = "simulated_population"
+    paradigm = "population"
+    Params = _flat_params(PopulationParams, "SimulatedPopulationParams")
