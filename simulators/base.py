@@ -67,6 +67,9 @@ class Generator(ABC):
         LSL stream type (``EEG``, ``ECoG``, ``Spikes``...).
     truth_names : tuple of str
         Names of the columns of :attr:`Block.truth` (empty when there is none).
+    default_shift_mm : float
+        Electrode displacement of the ``electrode-shift`` presets for this kind of
+        recording.
     """
 
     srate: float
@@ -75,6 +78,7 @@ class Generator(ABC):
     units: tuple[str, ...]
     stream_type: str = "EEG"
     truth_names: tuple[str, ...] = ()
+    default_shift_mm: float = 20.0  # electrode-shift presets: a cap moves more than a grid
 
     def __init__(self, drift: Drift | None = None) -> None:
         self._next = 0  # index of the next sample

@@ -7,8 +7,8 @@ and draws whatever it needs (which channels, which direction) from its own
 generators ask :meth:`Drift.effects_at` once per block and apply what concerns
 them; every component announces itself as ground-truth markers::
 
-    drift/electrode-shift/start {"shift_mm": 10.0, "ramp_s": 60.0}
-    drift/electrode-shift/end {"shift_mm": 10.0}
+    drift/electrode-shift/start {"ramp_s": 60.0, "shift_mm": 20.0}
+    drift/electrode-shift/end {"ramp_s": 60.0, "shift_mm": 20.0}
 
 Components
 ----------
@@ -180,7 +180,8 @@ PRESETS = ("stationary", "electrode-shift", "impedance-drift", "channel-dropout"
 
 
 def preset(name: str, onset_s: float = 30.0, ramp_s: float = 60.0, day_s: float = 120.0,
-           days: int = 4, rho: float = 0.91, seed: int = 0) -> list[DriftComponent]:
+           days: int = 4, rho: float = 0.91, seed: int = 0,
+           shift_mm: float = 20.0) -> list[DriftComponent]:
     """The drift components of a named scenario.
 
     Parameters
@@ -198,6 +199,9 @@ def preset(name: str, onset_s: float = 30.0, ramp_s: float = 60.0, day_s: float 
         Correlation of preferred directions from one day to the next.
     seed : int
         Seed of the scenario; each component derives its own.
+    shift_mm : float
+        Electrode displacement of ``electrode-shift``; the day jumps move the
+        electrodes by a quarter to 60% of it.
 
     Raises
     ------
@@ -215,7 +219,7 @@ def preset(name: str, onset_s: float = 30.0, ramp_s: float = 60.0, day_s: float 
     if name == "stationary":
         return []
     if name == "electrode-shift":
-        return [ElectrodeShift(**common, seed=seed)]
+        return [ElectrodeShift(**common, seed=seed, shift_mm=shift_mm)]
     if name == "impedance-drift":
         return [Impedance(**common, seed=seed)]
     if name == "channel-dropout":
@@ -227,16 +231,17 @@ def preset(name: str, onset_s: float = 30.0, ramp_s: float = 60.0, day_s: float 
     if name == "transport-faults":
         return [Transport(**common, seed=seed, clock_jump_s=0.5)]
     if name == "session-jump":
-        return _jump(onset_s, rho, seed)
+        return _jump(onset_s, rho, seed, shift_mm)
     return [c for day in range(1, days + 1)
-            for c in _jump(onset_s + (day - 1) * day_s, rho, seed + 101 * day)]
+            for c in _jump(onset_s + (day - 1) * day_s, rho, seed + 101 * day, shift_mm)]
 
 
-def _jump(at: float, rho: float, seed: int) -> list[DriftComponent]:
+def _jump(at: float, rho: float, seed: int, shift_mm: float) -> list[DriftComponent]:
     """Everything changes at once, as between two recording days."""
     rng = np.random.default_rng(seed)
     return [
-        ElectrodeShift(onset_s=at, ramp_s=0, seed=seed + 1, shift_mm=float(rng.uniform(5, 12))),
+        ElectrodeShift(onset_s=at, ramp_s=0, seed=seed + 1,
+                       shift_mm=float(rng.uniform(0.25, 0.6)) * shift_mm),
         Impedance(onset_s=at, ramp_s=0, seed=seed + 2, fraction=0.25, gain_change=0.3,
                   noise_increase=1.0),
         TuningDrift(onset_s=at, ramp_s=0, seed=seed + 3, rho=rho, days=1.0),

@@ -279,6 +279,7 @@ class EcogGenerator(Generator):
     """
 
     stream_type = "ECoG"
+    default_shift_mm = 2.0  # an implanted grid moves little
     truth_names = TRUTH_NAMES
 
     def __init__(self, params: EcogParams, seed: int = 0, drift: Drift | None = None,

@@ -36,6 +36,8 @@ class DriftParams(BaseModel):
     day_s: float = Field(120.0, gt=0, description="length of a simulated day (day-to-day)")
     days: int = Field(4, ge=1, le=100, description="simulated days (day-to-day)")
     rho: float = Field(0.91, ge=0, le=1, description="PD correlation across a day")
+    shift_mm: float | None = Field(None, gt=0, le=50, description="electrode displacement "
+                                   "(default: the paradigm's, 20 mm for a cap, 2 mm for a grid)")
     components: list[DriftComponent] = Field(default_factory=list,
                                              description="extra drift components")
 
@@ -46,10 +48,11 @@ class DriftParams(BaseModel):
             raise ValueError(f"unknown scenario {name!r}; valid scenarios: {', '.join(PRESETS)}")
         return name
 
-    def build(self, seed: int) -> list[DriftComponent]:
+    def build(self, seed: int, default_shift_mm: float = 20.0) -> list[DriftComponent]:
         """The components of the preset (seeded by ``seed``) followed by the explicit ones."""
+        shift = self.shift_mm if self.shift_mm is not None else default_shift_mm
         return preset(self.scenario, self.onset_s, self.ramp_s, self.day_s, self.days, self.rho,
-                      seed) + list(self.components)
+                      seed, shift) + list(self.components)
 
 
 def paradigm_classes(paradigm: str) -> tuple[type[Generator], type[BaseModel]]:
@@ -98,7 +101,8 @@ def make_generator(paradigm: str, params: dict[str, Any] | BaseModel | None = No
     except ValidationError as exc:
         raise ConfigError(f"invalid {paradigm} simulator parameters: {_first_error(exc)}",
                           hint="see `bci simulate --help` or `bci nodes` for valid values") from exc
-    bound = Drift(d.build(seed), gen_cls.n_channels_for(p), gen_cls.n_units_for(p))
+    components = d.build(seed, gen_cls.default_shift_mm)
+    bound = Drift(components, gen_cls.n_channels_for(p), gen_cls.n_units_for(p))
     return gen_cls(p, seed=seed, drift=bound, user=u)
 
 
