@@ -144,3 +144,14 @@ class Generator(ABC):
     def times(self, start: int, n: int) -> np.ndarray:
         """Times of samples ``start`` .. ``start + n - 1`` since the stream start, shape (n,)."""
         return np.arange(start, start + n, dtype=np.float64) / self.srate
+
+
+def require_within(value: float, bounds: tuple[float, float], message: str) -> float:
+    """Return ``value`` when it lies within ``bounds``, else raise a ValueError.
+
+    ``message`` may use ``{lo}`` and ``{hi}``; the offending value is appended.
+    """
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise ValueError(message.format(lo=f"{lo:g}", hi=f"{hi:g}") + f", got {value:g}")
+    return value

@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bci_runtime.simulators.base import Block, Generator
+from bci_runtime.simulators.base import Block, Generator, require_within
 from bci_runtime.simulators.cursor_task import TRUTH_NAMES, CursorTaskDriver, check_drift
 from bci_runtime.simulators.drift import Drift, DriftEffects, hash_kind, rotate_2d
 from bci_runtime.simulators.motor_imagery import apply_dropout
@@ -93,20 +93,14 @@ class EcogParams(BaseModel):
     @field_validator("n_channels")
     @classmethod
     def _channels_in_range(cls, n: int) -> int:
-        lo, hi = N_CHANNELS_RANGE
-        if not lo <= n <= hi:
-            raise ValueError(f"n_channels must be within {lo}..{hi} (electrodes of the ECoG "
-                             f"grid), got {n}")
-        return n
+        return int(require_within(n, N_CHANNELS_RANGE, "n_channels must be within {lo}..{hi} "
+                                  "(electrodes of the ECoG grid)"))
 
     @field_validator("srate")
     @classmethod
     def _srate_in_range(cls, srate: float) -> float:
-        lo, hi = SRATE_RANGE
-        if not lo <= srate <= hi:
-            raise ValueError(f"srate must be within {lo:g}..{hi:g} Hz (ECoG is sampled at "
-                             f"0.5-2 kHz to resolve high gamma), got {srate:g}")
-        return srate
+        return require_within(srate, SRATE_RANGE, "srate must be within {lo}..{hi} Hz (ECoG is "
+                              "sampled at 0.5-2 kHz to resolve high gamma)")
 
     @field_validator("depth")
     @classmethod

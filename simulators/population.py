@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bci_runtime.simulators.base import Block, Generator
+from bci_runtime.simulators.base import Block, Generator, require_within
 from bci_runtime.simulators.cursor_task import TRUTH_NAMES, CursorTaskDriver, check_drift
 from bci_runtime.simulators.drift import Drift, DriftEffects
 from bci_runtime.simulators.tasks import CenterOut, CenterOutParams
@@ -63,20 +63,14 @@ class PopulationParams(BaseModel):
     @field_validator("n_channels")
     @classmethod
     def _units_in_range(cls, n: int) -> int:
-        lo, hi = N_UNITS_RANGE
-        if not lo <= n <= hi:
-            raise ValueError(f"n_channels must be within {lo}..{hi} (units of one or two "
-                             f"arrays), got {n}")
-        return n
+        return int(require_within(n, N_UNITS_RANGE, "n_channels must be within {lo}..{hi} "
+                                  "(units of one or two arrays)"))
 
     @field_validator("srate")
     @classmethod
     def _bins(cls, srate: float) -> float:
-        lo, hi = SRATE_RANGE
-        if not lo <= srate <= hi:
-            raise ValueError(f"srate must be within {lo:g}..{hi:g} Hz, i.e. bins of 20-50 ms, "
-                             f"got {srate:g} Hz")
-        return srate
+        return require_within(srate, SRATE_RANGE, "srate must be within {lo}..{hi} Hz, i.e. bins "
+                              "of 20-50 ms")
 
     @field_validator("baseline_hz", "depth_hz")
     @classmethod
