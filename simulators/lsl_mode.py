@@ -1,0 +1,891 @@
+"""The simulator's LSL mode: a simulated amplifier on the network (``bci simulate``).
+
+:func:`run_simulation` builds a generator with :func:`~bci_runtime.simulators.paradigms.make_generator`
+(so a seed gives the same data as the in-process source nodes) and streams it
+like a real device would:
+
+* a **signal** outlet (float32, the generator's nominal rate and stream type,
+  ``desc/channels/channel`` with ``label``, ``type``, ``unit``, plus
+  ``desc/acquisition/manufacturer`` = ``bci-runtime simulator`` and
+  ``desc/simulator`` with ``paradigm``, ``scenario``, ``seed``);
+* a **marker** outlet (string, irregular rate, source id ``<source_id>-markers``)
+  carrying every :class:`~bci_runtime.simulators.base.Block` marker (task cues,
+  trial boundaries, artifacts, drift events), stamped at its sample's timestamp;
+* a **truth** outlet (float32, type ``GroundTruth``, source id
+  ``<source_id>-truth``, channels named by ``truth_names``) when the generator
+  has continuous ground truth.
+
+Pacing
+------
+Sample ``k`` is stamped ``t0 + k / srate`` exactly, with ``t0 = local_clock()``
+when streaming starts. Each chunk is generated as soon as the previous one is
+pushed (ahead of its deadline), then pushed, with one explicit timestamp per
+sample, when its last sample is due: the deadline is recomputed from ``t0`` and
+the sample index every time (``t0 + (start + n - 1) / srate``), so sleep errors
+never accumulate and a one-hour run ends on the grid it started on. The wait
+sleeps until ``spin_s`` before the deadline and then spins on ``local_clock()``.
+While there is time before the next push, up to ``max_ahead_s`` (50 ms) of
+signal is generated in advance, never starting a chunk that the slowest recent
+generation says might not finish before the push is due.
+A chunk that is late (generation or the OS took too long) is pushed at once with
+its grid timestamps, never skipped; the pacing error (push time - due time) of
+every chunk is kept and summarised (p50/p99/p99.9/max, and the chunks later than
+``late_threshold_s``).
+
+Transport faults
+----------------
+When the drift scenario has a ``transport`` component, its effects at the
+chunk's time apply to the **signal** outlet only (markers and truth are ground
+truth, stamped on the exact grid, as the in-process source nodes do):
+``drop_prob`` loses the chunk silently (no marker; counted in the summary),
+``jitter_s`` delays the push and the chunk's timestamps by ``|N(0, jitter_s)|``
+(late, never early), ``clock_offset_s`` is added to the pushed timestamps. The
+fault draws come from their own random stream, so they never change the data.
+
+Closing the loop
+----------------
+With ``feedback_stream``, a background thread resolves an LSL stream by name
+(never blocking the pacing loop); once it is connected, the loop pulls it
+without waiting after each push and shows every sample to the simulated user
+through ``generator.feedback(t, value)``, with ``t`` the time the sample arrived
+(s since ``t0``, so the loop's real latency counts). ``value`` is the class name
+of the largest channel when the stream's channel labels are the generator's
+``classes``, the string itself for a string stream, else the numeric vector.
+
+Recording
+---------
+With ``record``, an :class:`~bci_runtime.xdf_writer.XdfWriter` file gets the
+signal as pushed (dropped chunks are missing, as a LabRecorder on the network
+would see), the markers and the truth. Writes go through a background thread,
+so file-system stalls never delay a push.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from bci_runtime.errors import ConfigError, RunError
+from bci_runtime.simulators.base import Block, Generator
+from bci_runtime.simulators.drift import PRESETS, hash_kind
+from bci_runtime.simulators.paradigms import PARADIGMS, DriftParams, make_generator
+
+__all__ = ["LslSimulator", "SimulationSummary", "default_source_id", "run_simulation",
+           "summarize_errors"]
+
+log = logging.getLogger(__name__)
+
+MANUFACTURER = "bci-runtime simulator"
+DEFAULT_CHUNK_S = 0.01  # default chunk: 10 ms of signal
+MAX_LATE_LISTED = 20  # late chunks listed individually in the summary
+
+
+def default_source_id(paradigm: str, seed: int) -> str:
+    """The stable default ``source_id`` of a simulated stream, e.g. ``bci-sim-mi-seed0``."""
+    return f"bci-sim-{paradigm}-seed{seed}"
+
+
+# -- the summary --------------------------------------------------------------------------
+@dataclass
+class LateChunk:
+    """A chunk pushed later than the threshold."""
+
+    chunk: int  # index of the chunk (0-based)
+    sample: int  # index of its first sample
+    error_ms: float  # push time - due time
+    generate_ms: float  # time spent generating since the previous push
+
+
+@dataclass
+class SimulationSummary:
+    """What a simulation run did.
+
+    Attributes
+    ----------
+    name, source_id : str
+        The signal stream's LSL name and source id (markers: ``<source_id>-markers``,
+        truth: ``<source_id>-truth``).
+    paradigm, scenario : str
+    seed : int
+    stream_type : str
+        ``EEG``, ``ECoG``, ``Spikes``...
+    channels : int
+    srate : float
+    chunk_size : int
+    t0 : float
+        LSL time of sample 0; sample ``k`` is stamped ``t0 + k / srate`` (plus any
+        transport fault).
+    samples_generated : int
+        Samples generated (including any generated ahead but never pushed).
+    samples_pushed : int
+    chunks_pushed, chunks_dropped, samples_dropped : int
+        Chunks pushed, and those (and their samples) lost to transport faults.
+    markers_sent : int
+    truth_names : list of str
+    duration_s : float
+        Signal time streamed (pushed or dropped samples / ``srate``).
+    wall_s : float
+        Wall time from ``t0`` to the end.
+    stop_reason : str
+        ``duration`` or ``stopped`` (signal, stop event).
+    pacing_ms : dict
+        Pacing error (push time - due time) over every chunk: ``p50``, ``p99``,
+        ``p999``, ``max``, ``mean`` (ms).
+    late_threshold_ms : float
+    late_chunks : int
+        Chunks later than ``late_threshold_ms``.
+    late : list of LateChunk
+        The first of them.
+    generate_ms : dict
+        Time to generate one chunk: ``p50``, ``p99``, ``max`` (ms).
+    feedback_stream : str or None
+    feedback_connected : bool
+    feedback_received : int
+        Feedback samples pulled.
+    feedback_seen : int or None
+        Feedback the simulated user has taken in (it sees it ``delay_s`` later).
+    record : str or None
+        The XDF file written.
+    pacing_errors_s : ndarray, shape (n_chunks,)
+        Every chunk's pacing error (s); not part of :meth:`as_dict`.
+    """
+
+    name: str
+    source_id: str
+    paradigm: str
+    scenario: str
+    seed: int
+    stream_type: str
+    channels: int
+    srate: float
+    chunk_size: int
+    t0: float = math.nan
+    samples_generated: int = 0
+    samples_pushed: int = 0
+    chunks_pushed: int = 0
+    chunks_dropped: int = 0
+    samples_dropped: int = 0
+    markers_sent: int = 0
+    truth_names: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    wall_s: float = 0.0
+    stop_reason: str = "duration"
+    pacing_ms: dict[str, float] = field(default_factory=dict)
+    late_threshold_ms: float = 1.0
+    late_chunks: int = 0
+    late: list[LateChunk] = field(default_factory=list)
+    generate_ms: dict[str, float] = field(default_factory=dict)
+    feedback_stream: str | None = None
+    feedback_connected: bool = False
+    feedback_received: int = 0
+    feedback_seen: int | None = None
+    record: str | None = None
+    pacing_errors_s: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (without the per-chunk errors)."""
+        out = asdict(self)
+        out.pop("pacing_errors_s")
+        return _no_nan(out)
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN becomes None, so that the mapping is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def summarize_errors(errors_s: np.ndarray) -> dict[str, float]:
+    """Percentiles of timing errors, in ms.
+
+    Parameters
+    ----------
+    errors_s : ndarray, shape (n,)
+        Errors in seconds.
+
+    Returns
+    -------
+    dict
+        ``p50``, ``p99``, ``p999``, ``max``, ``mean`` in ms (NaN when empty).
+    """
+    if errors_s.size == 0:
+        return {k: math.nan for k in ("p50", "p99", "p999", "max", "mean")}
+    ms = errors_s * 1e3
+    p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
+    return {"p50": float(p50), "p99": float(p99), "p999": float(p999), "max": float(ms.max()),
+            "mean": float(ms.mean())}
+
+
+# -- configuration checks -------------------------------------------------------------------
+def _field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """Inclusive-or-exclusive bounds of a numeric field, from its pydantic metadata."""
+    lo = hi = None
+    info = model.model_fields.get(name)
+    for m in getattr(info, "metadata", ()):
+        for attr in ("ge", "gt"):
+            if getattr(m, attr, None) is not None:
+                lo = getattr(m, attr)
+        for attr in ("le", "lt"):
+            if getattr(m, attr, None) is not None:
+                hi = getattr(m, attr)
+    return lo, hi
+
+
+def _paradigm_model(paradigm: str) -> type[BaseModel]:
+    """The paradigm's parameter model; ConfigError listing the valid (and installed) ones."""
+    from bci_runtime.simulators.paradigms import paradigm_classes
+
+    if paradigm not in PARADIGMS:
+        raise ConfigError(f"unknown paradigm {paradigm!r}; valid paradigms: "
+                          f"{', '.join(PARADIGMS)}", hint="e.g. --paradigm mi")
+    try:
+        return paradigm_classes(paradigm)[1]
+    except ImportError as exc:
+        raise ConfigError(f"paradigm {paradigm!r} is not available in this installation ({exc})",
+                          hint=f"installed paradigms: {', '.join(available_paradigms())}") from None
+
+
+def available_paradigms() -> list[str]:
+    """Paradigms whose generator module can be imported."""
+    import importlib.util
+
+    return [p for p, (mod, _, _) in PARADIGMS.items()
+            if importlib.util.find_spec(f"bci_runtime.simulators.{mod}") is not None]
+
+
+def _check_range(option: str, value: float, lo: float | None, hi: float | None,
+                 what: str) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "" if lo is None else f"{lo:g}"
+        hi_s = "" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{option} must be within [{lo_s}, {hi_s}]{what}, got {value:g}",
+                          hint=f"valid {option}: {lo_s} to {hi_s}")
+
+
+def build_generator(paradigm: str, *, scenario: str = "stationary", channels: int | None = None,
+                    srate: float | None = None, seed: int = 0, rho: float | None = None,
+                    onset_s: float | None = None, ramp_s: float | None = None,
+                    params: dict[str, Any] | None = None,
+                    user: dict[str, Any] | None = None) -> Generator:
+    """The generator ``bci simulate`` streams, with command-line-grade error messages.
+
+    Parameters
+    ----------
+    paradigm : str
+        One of ``mi``, ``ssvep``, ``ecog``, ``population``.
+    scenario : str
+        Drift preset (:data:`~bci_runtime.simulators.drift.PRESETS`).
+    channels, srate : optional
+        Override the paradigm's ``n_channels`` and ``srate``.
+    seed : int
+    rho, onset_s, ramp_s : float, optional
+        Drift preset parameters.
+    params, user : dict, optional
+        Further paradigm and simulated-user parameters.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, the valid values or range, and what was given.
+    """
+    model = _paradigm_model(paradigm)
+    if scenario not in PRESETS:
+        raise ConfigError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(PRESETS)}",
+                          hint="e.g. --scenario day-to-day")
+    p = dict(params or {})
+    for option, key, value in (("--channels", "n_channels", channels), ("--srate", "srate", srate)):
+        if value is None:
+            continue
+        if key not in model.model_fields:
+            raise ConfigError(f"{option} does not apply to paradigm {paradigm!r} "
+                              f"(its parameters: {', '.join(model.model_fields)})",
+                              hint=f"leave {option} out for {paradigm}")
+        if not math.isfinite(value) or (key == "srate" and value <= 0):
+            raise ConfigError(f"{option} must be a finite number above 0, got {value:g}",
+                              hint=f"e.g. {option} 1000")
+        lo, hi = _field_bounds(model, key)
+        _check_range(option, value, lo, hi, f" for paradigm {paradigm}")
+        p[key] = value
+    drift: dict[str, Any] = {"scenario": scenario}
+    for option, key, value, lo, hi in (("--rho", "rho", rho, 0.0, 1.0),
+                                        ("--onset", "onset_s", onset_s, 0.0, None),
+                                        ("--ramp", "ramp_s", ramp_s, 0.0, None)):
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{option} must be a finite number, got {value}",
+                              hint=f"valid {option}: {lo:g} to {'' if hi is None else hi}")
+        _check_range(option, value, lo, hi, "")
+        drift[key] = value
+    return make_generator(paradigm, p, seed=seed, drift=DriftParams.model_validate(drift),
+                          user=user)
+
+
+# -- the streaming --------------------------------------------------------------------------
+def _import_pylsl() -> Any:
+    from bci_runtime.drivers.lsl_common import import_pylsl
+
+    return import_pylsl()
+
+
+class _FeedbackReader:
+    """Resolves a stream by name in a background thread; the loop pulls it without blocking."""
+
+    def __init__(self, pylsl: Any, name: str, classes: list[str]) -> None:
+        self._pylsl = pylsl
+        self.name = name
+        self._classes = list(classes)
+        self._stop = threading.Event()
+        self.inlet: Any = None  # set once connected (a plain assignment: atomic)
+        self.labels: list[str] = []
+        self.is_string = False
+        self.is_classes = False
+        self.received = 0
+        self._thread = threading.Thread(target=self._connect, name="sim-feedback-resolve",
+                                        daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> None:
+        pylsl = self._pylsl
+        while not self._stop.is_set():
+            try:
+                found = pylsl.resolve_byprop("name", self.name, 1, 0.5)
+                if not found:
+                    continue
+                inlet = pylsl.StreamInlet(found[0], max_buflen=10, recover=True)
+                info = inlet.info(timeout=5.0)
+                inlet.open_stream(timeout=5.0)
+            except Exception as exc:  # noqa: BLE001 - keep trying; the stream may come later
+                log.debug("feedback stream %r: %s; retrying", self.name, exc)
+                time.sleep(0.5)
+                continue
+            labels = []
+            ch = info.desc().child("channels").child("channel")
+            while not ch.empty():
+                labels.append(ch.child_value("label"))
+                ch = ch.next_sibling()
+            self.labels = labels
+            self.is_string = info.channel_format() == pylsl.cf_string
+            self.is_classes = bool(self._classes) and sorted(labels) == sorted(self._classes)
+            self.inlet = inlet
+            log.info("feedback stream %r connected (%d channels)", self.name,
+                     info.channel_count())
+            return
+
+    def pull(self) -> list[tuple[float, np.ndarray | str]]:
+        """Everything that arrived, as (arrival LSL time, value); never waits."""
+        inlet = self.inlet
+        if inlet is None:
+            return []
+        try:
+            data, stamps = inlet.pull_chunk(timeout=0.0, max_samples=1024)
+        except Exception as exc:  # noqa: BLE001 - LostError: drop it, never stop the device
+            log.warning("feedback stream %r lost: %s", self.name, exc)
+            self.inlet = None
+            return []
+        if not stamps:
+            return []
+        now = self._pylsl.local_clock()
+        self.received += len(stamps)
+        out: list[tuple[float, np.ndarray | str]] = []
+        for row in data:
+            if self.is_string:
+                out.append((now, str(row[0])))
+            elif self.is_classes:
+                out.append((now, self.labels[int(np.argmax(row))]))
+            else:
+                out.append((now, np.asarray(row, dtype=np.float64)))
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.inlet = None
+
+
+class _Recorder:
+    """Writes to an XDF file from a background thread (never blocks the pacing loop)."""
+
+    def __init__(self, path: Path) -> None:
+        from bci_runtime.xdf_writer import XdfWriter
+
+        self.writer = XdfWriter(path)  # ConfigError when the file exists
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sim-record", daemon=True)
+        self._thread.start()
+
+    def put(self, sid: int, data: Any, stamps: np.ndarray) -> None:
+        self._queue.put((sid, data, stamps))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                self.writer.write_samples(*item)
+            except BaseException as exc:  # noqa: BLE001 - reported at the end
+                self.error = exc
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self.writer.close()
+
+
+def _desc_xml(paradigm: str, scenario: str, seed: int, model: str) -> str:
+    root = ET.Element("root")
+    acq = ET.SubElement(root, "acquisition")
+    ET.SubElement(acq, "manufacturer").text = MANUFACTURER
+    ET.SubElement(acq, "model").text = model
+    sim = ET.SubElement(root, "simulator")
+    for key, value in (("paradigm", paradigm), ("scenario", scenario), ("seed", str(seed))):
+        ET.SubElement(sim, key).text = value
+    return "".join(ET.tostring(child, encoding="unicode") for child in root)
+
+
+class LslSimulator:
+    """A simulated amplifier: a generator streamed over LSL in real time.
+
+    Build it, then :meth:`run` (once). :func:`run_simulation` does both.
+
+    Parameters
+    ----------
+    generator : Generator
+        What to stream (see :func:`build_generator`).
+    paradigm, scenario : str
+        Written into ``desc/simulator`` (and the summary).
+    seed : int
+    duration : float, optional
+        Seconds of signal; None streams until :meth:`request_stop` (or ``stop``).
+    chunk_size : int, optional
+        Samples per push (default: 10 ms of signal, at least 1).
+    name : str, optional
+        LSL stream name (default ``bci-sim-<paradigm>``).
+    source_id : str, optional
+        Default :func:`default_source_id` (stable across runs).
+    record : path, optional
+        XDF file to write; must not exist.
+    feedback_stream : str, optional
+        Name of an LSL stream whose samples are shown to the simulated user.
+    stop : threading.Event, optional
+        Set it to stop (checked at least every 50 ms).
+    wait_for_consumers_s : float
+        Before the clock starts, wait up to this long for an inlet on each outlet
+        named in ``wait_streams`` (so a receiver gets sample 0). 0: start at once.
+    wait_streams : tuple of str
+        Among ``signal``, ``markers``, ``truth``.
+    late_threshold_s : float
+        A chunk pushed later than this after its due time counts as late.
+    spin_s : float
+        The wait sleeps until this long before a deadline, then spins.
+    max_ahead_s : float
+        Signal generated at most this far ahead of the chunk being pushed, when
+        there is time (so an occasional slow chunk does not delay a push).
+        While ``max_ahead_s`` plus one chunk stays below the simulated user's
+        visual delay (0.2 s by default), feedback still reaches exactly the
+        samples it would reach without generating ahead.
+    linger_s : float
+        At the end, keep the outlets open this long while inlets are connected,
+        so that the last chunks reach them.
+    on_start : callable, optional
+        Called with the summary (``t0`` set) once streaming starts.
+    """
+
+    def __init__(self, generator: Generator, *, paradigm: str, scenario: str = "stationary",
+                 seed: int = 0, duration: float | None = None, chunk_size: int | None = None,
+                 name: str | None = None, source_id: str | None = None,
+                 record: str | os.PathLike[str] | None = None,
+                 feedback_stream: str | None = None, stop: threading.Event | None = None,
+                 wait_for_consumers_s: float = 0.0, wait_streams: tuple[str, ...] = ("signal",),
+                 late_threshold_s: float = 1e-3, spin_s: float = 3e-4,
+                 max_ahead_s: float = 0.05, linger_s: float = 0.5,
+                 on_start: Callable[[SimulationSummary], None] | None = None) -> None:
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            raise ConfigError(f"--duration must be a finite number of seconds above 0, "
+                              f"got {duration}", hint="e.g. --duration 60, or leave it out to "
+                              "stream until Ctrl-C")
+        if chunk_size is not None and not 1 <= chunk_size <= 100_000:
+            raise ConfigError(f"--chunk-size must be within [1, 100000] samples, got {chunk_size}",
+                              hint="e.g. --chunk-size 20")
+        unknown = set(wait_streams) - {"signal", "markers", "truth"}
+        if unknown:
+            raise ConfigError(f"wait_streams: unknown stream(s) {sorted(unknown)}",
+                              hint="use signal, markers, truth")
+        self.gen = generator
+        srate = float(generator.srate)
+        self.chunk_size = int(chunk_size or max(1, round(srate * DEFAULT_CHUNK_S)))
+        self.duration = duration
+        self.n_total = None if duration is None else max(1, round(duration * srate))
+        self.record_path = Path(record) if record is not None else None
+        if self.record_path is not None and self.record_path.exists():
+            raise ConfigError(f"--record: '{self.record_path}' already exists; refusing to "
+                              "overwrite a recording", hint="choose a new file name")
+        self.feedback_name = feedback_stream
+        self.stop = stop or threading.Event()
+        self.wait_for_consumers_s = float(wait_for_consumers_s)
+        self.wait_streams = tuple(wait_streams)
+        self.late_threshold_s = float(late_threshold_s)
+        self.spin_s = float(spin_s)
+        self.max_ahead_s = max(0.0, float(max_ahead_s))
+        self.linger_s = max(0.0, float(linger_s))
+        self.on_start = on_start
+        name = name or f"bci-sim-{paradigm}"
+        self.summary = SimulationSummary(
+            name=name, source_id=source_id or default_source_id(paradigm, seed),
+            paradigm=paradigm, scenario=scenario, seed=seed, stream_type=generator.stream_type,
+            channels=generator.n_channels, srate=srate, chunk_size=self.chunk_size,
+            truth_names=list(generator.truth_names), late_threshold_ms=late_threshold_s * 1e3,
+            feedback_stream=feedback_stream,
+            record=str(self.record_path) if self.record_path else None)
+        self._transport_rng = np.random.default_rng(
+            np.random.SeedSequence([seed, hash_kind("lsl-transport")]))
+        self._ran = False
+        self._rec: _Recorder | None = None
+        self._outlet = self._marker_outlet = self._truth_outlet = None
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current chunk (thread-safe)."""
+        self.stop.set()
+
+    # -- outlets ---------------------------------------------------------------------------
+    def _signal_info(self, pylsl: Any) -> Any:
+        s, g = self.summary, self.gen
+        info = pylsl.StreamInfo(s.name, g.stream_type, g.n_channels, g.srate, "float32",
+                                s.source_id)
+        desc = info.desc()
+        channels = desc.append_child("channels")
+        for label, ctype, unit in zip(g.channel_names, g.channel_types, g.units):
+            ch = channels.append_child("channel")
+            ch.append_child_value("label", label)
+            ch.append_child_value("type", ctype)
+            ch.append_child_value("unit", unit)
+        acq = desc.append_child("acquisition")
+        acq.append_child_value("manufacturer", MANUFACTURER)
+        acq.append_child_value("model", type(g).__name__)
+        sim = desc.append_child("simulator")
+        sim.append_child_value("paradigm", s.paradigm)
+        sim.append_child_value("scenario", s.scenario)
+        sim.append_child_value("seed", str(s.seed))
+        sim.append_child_value("chunk_size", str(self.chunk_size))
+        return info
+
+    def _open(self, pylsl: Any) -> None:
+        s, g = self.summary, self.gen
+        self._outlet = pylsl.StreamOutlet(self._signal_info(pylsl), chunk_size=0,
+                                          max_buffered=360)
+        minfo = pylsl.StreamInfo(f"{s.name}-markers", "Markers", 1, pylsl.IRREGULAR_RATE,
+                                 "string", f"{s.source_id}-markers")
+        minfo.desc().append_child("acquisition").append_child_value("manufacturer", MANUFACTURER)
+        self._marker_outlet = pylsl.StreamOutlet(minfo)
+        self._truth_outlet = None
+        if g.truth_names:
+            tinfo = pylsl.StreamInfo(f"{s.name}-truth", "GroundTruth", len(g.truth_names),
+                                     g.srate, "float32", f"{s.source_id}-truth")
+            chans = tinfo.desc().append_child("channels")
+            for label in g.truth_names:
+                ch = chans.append_child("channel")
+                ch.append_child_value("label", label)
+                ch.append_child_value("type", "truth")
+                ch.append_child_value("unit", "a.u.")
+            self._truth_outlet = pylsl.StreamOutlet(tinfo, chunk_size=0, max_buffered=360)
+
+    def _open_recording(self) -> None:
+        self._rec = None
+        if self.record_path is None:
+            return
+        s, g = self.summary, self.gen
+        rec = _Recorder(self.record_path)
+        try:
+            desc = _desc_xml(s.paradigm, s.scenario, s.seed, type(g).__name__)
+            self._rec_sig = rec.writer.add_stream(
+                name=s.name, type=g.stream_type, channel_count=g.n_channels, srate=g.srate,
+                channel_format="float32", source_id=s.source_id,
+                channel_labels=list(g.channel_names), channel_types=list(g.channel_types),
+                channel_units=list(g.units), desc_xml=desc)
+            self._rec_mark = rec.writer.add_stream(
+                name=f"{s.name}-markers", type="Markers", channel_count=1, srate=0.0,
+                channel_format="string", source_id=f"{s.source_id}-markers")
+            self._rec_truth = None
+            if g.truth_names:
+                self._rec_truth = rec.writer.add_stream(
+                    name=f"{s.name}-truth", type="GroundTruth", channel_count=len(g.truth_names),
+                    srate=g.srate, channel_format="float32", source_id=f"{s.source_id}-truth",
+                    channel_labels=list(g.truth_names), channel_types="truth",
+                    channel_units="a.u.")
+        except BaseException:
+            rec.close()
+            raise
+        rec.start()
+        self._rec = rec
+
+    def _wait_consumers(self) -> None:
+        outlets = {"signal": self._outlet, "markers": self._marker_outlet,
+                   "truth": self._truth_outlet}
+        deadline = time.monotonic() + self.wait_for_consumers_s
+        for key in self.wait_streams:
+            outlet = outlets[key]
+            while outlet is not None and not self.stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or outlet.wait_for_consumers(min(0.2, left)):
+                    break
+
+    def _linger(self) -> None:
+        """Keep the outlets a moment while inlets are connected: liblsl drops what is in
+        flight when an outlet is destroyed."""
+        outlets = [o for o in (self._outlet, self._marker_outlet, self._truth_outlet)
+                   if o is not None]
+        if self.linger_s and any(o.have_consumers() for o in outlets):
+            time.sleep(self.linger_s)
+
+    # -- the pacing loop -----------------------------------------------------------------
+    def _wait_until(self, deadline: float, clock: Callable[[], float]) -> float:
+        """Sleep, then spin, until ``deadline`` (LSL time); returns the time it returned."""
+        spin = self.spin_s
+        while True:
+            now = clock()
+            left = deadline - now
+            if left <= 0 or self.stop.is_set():
+                return now
+            if left > spin:
+                time.sleep(min(left - spin, 0.05))
+
+    def run(self) -> SimulationSummary:
+        """Stream until the duration is reached or a stop is requested.
+
+        Raises
+        ------
+        ConfigError
+            The recording file exists or cannot be created.
+        RunError
+            Writing the recording failed.
+        """
+        if self._ran:
+            raise RunError("LslSimulator.run() was already called",
+                           hint="build a new LslSimulator for another run")
+        self._ran = True
+        pylsl = _import_pylsl()
+        self._open_recording()
+        feedback: _FeedbackReader | None = None
+        try:
+            self._open(pylsl)
+            if self.feedback_name:
+                feedback = _FeedbackReader(pylsl, self.feedback_name,
+                                           list(getattr(self.gen, "classes", []) or []))
+            if self.wait_for_consumers_s > 0:
+                self._wait_consumers()
+            self._loop(pylsl, feedback)
+        finally:
+            if feedback is not None:
+                feedback.close()
+            self._linger()
+            self._outlet = self._marker_outlet = self._truth_outlet = None
+            if self._rec is not None:
+                self._rec.close()
+        if self._rec is not None and self._rec.error is not None:
+            raise RunError(f"recording to {self.record_path} failed: {self._rec.error}",
+                           hint="check the disk space and the folder's permissions") \
+                from self._rec.error
+        return self.summary
+
+    def _loop(self, pylsl: Any, feedback: _FeedbackReader | None) -> None:
+        s, gen, clock = self.summary, self.gen, pylsl.local_clock
+        srate, chunk, n_total = float(gen.srate), self.chunk_size, self.n_total
+        drift = gen.drift if gen.drift is not None and gen.drift.transport else None
+        errors = array.array("d")
+        gen_times = array.array("d")
+        rec = self._rec
+        perf = time.perf_counter
+
+        spent = [0.0]  # generation time since the last push (s)
+        ahead: deque[Block] = deque()  # generated, not yet pushed
+        recent: deque[float] = deque(maxlen=256)  # recent generation times (s)
+        max_ahead = max(1, int(self.max_ahead_s * srate))  # samples generated in advance
+
+        def generate() -> bool:
+            """Generate one more chunk into ``ahead``; False at the end of the duration."""
+            done = gen.samples_generated
+            n = chunk if n_total is None else min(chunk, n_total - done)
+            if n <= 0:
+                return False
+            t = perf()
+            ahead.append(gen.next_block(n))
+            took = perf() - t
+            gen_times.append(took)
+            recent.append(took)
+            spent[0] += took
+            return True
+
+        generate()  # the first chunk is ready before the clock starts
+        t0 = clock()
+        s.t0 = t0
+        if self.on_start is not None:
+            self.on_start(s)
+        k = 0
+        while ahead or generate():
+            block = ahead[0]
+            start, n = block.start, block.n_samples
+            grid = t0 + np.arange(start, start + n, dtype=np.float64) / srate
+            drop, shift, delay = False, 0.0, 0.0
+            if drift is not None:
+                e = drift.effects_at(start / srate)
+                drop = bool(e.drop_prob) and self._transport_rng.random() < e.drop_prob
+                if e.jitter_s:
+                    delay = abs(float(self._transport_rng.normal(0.0, e.jitter_s)))  # late only
+                shift = e.clock_offset_s + delay
+            target = float(grid[-1]) + delay  # when the chunk's last sample is due
+            # Generate ahead while there is time: never start a chunk that might not finish
+            # before this push is due (budget: the slowest recent generation, plus margin).
+            budget = max(recent) * 1.25 + 5e-4
+            while (ahead[-1].start + ahead[-1].n_samples - start - n < max_ahead
+                   and target - clock() > budget and generate()):
+                pass
+            now = self._wait_until(target, clock)
+            if self.stop.is_set():
+                s.stop_reason = "stopped"
+                break
+            ahead.popleft()
+            errors.append(now - target)
+            if drop:
+                s.chunks_dropped += 1
+                s.samples_dropped += n
+            else:
+                data = block.data.astype(np.float32)
+                stamps = grid + shift if shift else grid
+                self._outlet.push_chunk(data, stamps.tolist(), pushthrough=True)
+                s.chunks_pushed += 1
+                s.samples_pushed += n
+                if rec is not None:
+                    rec.put(self._rec_sig, data, stamps)
+            if block.markers:
+                for label, idx in block.markers:
+                    ts = t0 + idx / srate
+                    self._marker_outlet.push_sample([label], ts)
+                    if rec is not None:
+                        rec.put(self._rec_mark, [[label]], np.array([ts]))
+                s.markers_sent += len(block.markers)
+            if block.truth is not None and self._truth_outlet is not None:
+                truth = block.truth.astype(np.float32)
+                self._truth_outlet.push_chunk(truth, grid.tolist(), pushthrough=True)
+                if rec is not None:
+                    rec.put(self._rec_truth, truth, grid)
+            if now - target > self.late_threshold_s:
+                s.late_chunks += 1
+                if len(s.late) < MAX_LATE_LISTED:
+                    s.late.append(LateChunk(k, start, (now - target) * 1e3, spent[0] * 1e3))
+            spent[0] = 0.0
+            if feedback is not None:
+                for t_arrived, value in feedback.pull():
+                    gen.feedback(t_arrived - t0, value)
+            k += 1
+            if self.stop.is_set():
+                s.stop_reason = "stopped"
+                break
+        s.wall_s = clock() - t0
+        s.samples_generated = gen.samples_generated
+        s.duration_s = (s.samples_pushed + s.samples_dropped) / srate
+        s.pacing_errors_s = np.frombuffer(errors, dtype=np.float64).copy()
+        s.pacing_ms = summarize_errors(s.pacing_errors_s)
+        g = summarize_errors(np.frombuffer(gen_times, dtype=np.float64))
+        s.generate_ms = {key: g[key] for key in ("p50", "p99", "max")}
+        if feedback is not None:
+            s.feedback_received = feedback.received
+            s.feedback_connected = feedback.inlet is not None or feedback.received > 0
+        user = getattr(gen, "user", None)
+        s.feedback_seen = getattr(user, "feedback_seen", None)
+
+
+def run_simulation(paradigm: str = "mi", *, scenario: str = "stationary",
+                   channels: int | None = None, srate: float | None = None,
+                   duration: float | None = None, seed: int = 0, chunk_size: int | None = None,
+                   name: str | None = None, source_id: str | None = None,
+                   record: str | os.PathLike[str] | None = None,
+                   feedback_stream: str | None = None, rho: float | None = None,
+                   onset_s: float | None = None, ramp_s: float | None = None,
+                   params: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
+                   generator: Generator | None = None, stop: threading.Event | None = None,
+                   wait_for_consumers_s: float = 0.0,
+                   wait_streams: tuple[str, ...] = ("signal",), late_threshold_s: float = 1e-3,
+                   spin_s: float = 3e-4, max_ahead_s: float = 0.05, linger_s: float = 0.5,
+                   on_start: Callable[[SimulationSummary], None] | None = None
+                   ) -> SimulationSummary:
+    """Stream a simulated paradigm over LSL in real time; what ``bci simulate`` runs.
+
+    Parameters
+    ----------
+    paradigm : {"mi", "ssvep", "ecog", "population"}
+    scenario : str
+        Drift preset, one of :data:`~bci_runtime.simulators.drift.PRESETS`.
+    channels, srate : optional
+        Override the paradigm's channel count and rate.
+    duration : float, optional
+        Seconds of signal; None: until ``stop`` is set.
+    seed : int
+        Same seed, same data (and the default ``source_id``).
+    chunk_size : int, optional
+        Samples per push; default 10 ms of signal.
+    name, source_id : str, optional
+        Of the signal stream (defaults ``bci-sim-<paradigm>``, ``bci-sim-<paradigm>-seed<seed>``).
+    record : path, optional
+        XDF file to write (never overwritten).
+    feedback_stream : str, optional
+        LSL stream name of the decoder output to show the simulated user.
+    rho, onset_s, ramp_s : float, optional
+        Drift preset parameters.
+    params, user : dict, optional
+        Further paradigm and simulated-user parameters.
+    generator : Generator, optional
+        Stream this generator instead of building one (``paradigm``, ``scenario``
+        and ``seed`` then only label the stream).
+    stop, wait_for_consumers_s, wait_streams, late_threshold_s, spin_s, max_ahead_s, linger_s
+        See :class:`LslSimulator`.
+
+    Returns
+    -------
+    SimulationSummary
+
+    Raises
+    ------
+    ConfigError
+        Invalid paradigm, scenario, parameter, or an existing ``record`` file
+        (nothing was streamed).
+    RunError
+        The recording failed.
+    """
+    if generator is None:
+        generator = build_generator(paradigm, scenario=scenario, channels=channels, srate=srate,
+                                    seed=seed, rho=rho, onset_s=onset_s, ramp_s=ramp_s,
+                                    params=params, user=user)
+    sim = LslSimulator(generator, paradigm=paradigm, scenario=scenario, seed=seed,
+                       duration=duration, chunk_size=chunk_size, name=name, source_id=source_id,
+                       record=record, feedback_stream=feedback_stream, stop=stop,
+                       wait_for_consumers_s=wait_for_consumers_s, wait_streams=wait_streams,
+                       late_threshold_s=late_threshold_s, spin_s=spin_s,
+                       max_ahead_s=max_ahead_s, linger_s=linger_s, on_start=on_start)
+    return sim.run()
