@@ -452,10 +452,18 @@ class _Recorder:
             except BaseException as exc:  # noqa: BLE001 - reported at the end
                 self.error = exc
 
-    def close(self) -> None:
+    def mark_clock(self, now: float) -> None:
+        """Record a zero clock offset for every stream (they are stamped on this machine's
+        clock), as LabRecorder records offsets; pyxdf expects at least one per stream."""
+        for sid in self.writer.stream_ids:
+            self.writer.write_clock_offset(sid, now, 0.0)
+
+    def close(self, now: float | None = None) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
+        if now is not None and not self.writer.closed and self.error is None:
+            self.mark_clock(now)
         self.writer.close()
 
 
@@ -639,6 +647,7 @@ class LslSimulator:
                     srate=g.srate, channel_format="float32", source_id=f"{s.source_id}-truth",
                     channel_labels=list(g.truth_names), channel_types="truth",
                     channel_units="a.u.")
+            rec.mark_clock(_import_pylsl().local_clock())
         except BaseException:
             rec.close()
             raise
@@ -707,7 +716,7 @@ class LslSimulator:
             self._linger()
             self._outlet = self._marker_outlet = self._truth_outlet = None
             if self._rec is not None:
-                self._rec.close()
+                self._rec.close(pylsl.local_clock())
         if self._rec is not None and self._rec.error is not None:
             raise RunError(f"recording to {self.record_path} failed: {self._rec.error}",
                            hint="check the disk space and the folder's permissions") \
