@@ -1,7 +1,7 @@
 """Run every benchmark once, in sequence (``make bench``).
 
-The memory soak runs for one minute here; run ``bench/memory_soak.py`` alone for
-the full ten minutes.
+The memory soak and the simulator's LSL stream run for one minute here; run
+``bench/memory_soak.py`` and ``bench/simulator_lsl.py`` alone for the full ten minutes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ RUNS = [
     ["dispatch_overhead.py"],
     ["zmq_hop.py"],
     ["memory_soak.py", "--minutes", "1"],
+    ["simulator_lsl.py", "--duration", "60"],
+    ["drift_degradation.py"],
 ]
 
 
