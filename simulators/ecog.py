@@ -44,8 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bci_runtime.simulators.base import Block, Generator, require_within
 from bci_runtime.simulators.cursor_task import TRUTH_NAMES, CursorTaskDriver, check_drift
 from bci_runtime.simulators.drift import Drift, DriftEffects, hash_kind, rotate_2d
-from bci_runtime.simulators.motor_imagery import apply_dropout
 from bci_runtime.simulators.noise import BandNoise, PinkNoise
+from bci_runtime.simulators.scalp import apply_dropout
 from bci_runtime.simulators.tasks import CenterOut, CenterOutParams
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 

@@ -11,9 +11,10 @@ Sources (current dipoles in an MNE sphere head model, see
 * posterior alpha below O1 and O2;
 * 1/f background from dipoles spread over the cortex.
 
-Sensor-level additions: amplifier noise, line noise (50 or 60 Hz) with a phase
-per channel, eye blinks over the frontal electrodes and EMG bursts over the
-temporal ones, each announced as a marker (``artifact/blink``, ``artifact/emg``).
+Sensor-level additions (:mod:`~bci_runtime.simulators.scalp`): amplifier noise,
+line noise (50 or 60 Hz) with a phase per channel, eye blinks over the frontal
+electrodes and EMG bursts over the temporal ones, each announced as a marker
+(``artifact/blink``, ``artifact/emg/<side>``), impedance gains, channel dropout.
 Output in volts.
 """
 
@@ -27,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import Drift, DriftEffects
 from bci_runtime.simulators.head_model import HeadModel, choose_channels, electrode_positions
-from bci_runtime.simulators.noise import BandNoise, BurstTrain, HighNoise, PinkNoise, sinusoids
+from bci_runtime.simulators.noise import BandNoise, PinkNoise
+from bci_runtime.simulators.scalp import (
+    N_BACKGROUND,
+    SensorArtifacts,
+    SensorNoise,
+    ShiftableMixing,
+    background_dipoles,
+    jittered_dipoles,
+)
 from bci_runtime.simulators.tasks import REST, CuedTrials, TrialTiming
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 
@@ -39,8 +48,6 @@ CLASS_SOURCES = {"left": {1: 1.0, 4: 0.6}, "right": {0: 1.0, 3: 0.6}, "feet": {2
 _SENSORIMOTOR = (("C3", 0.25, 1.0), ("C4", 0.25, 1.0), ("Cz", 0.45, 0.7), ("C5", 0.3, 0.6),
                  ("C6", 0.3, 0.6))
 _ALPHA = (("O1", 0.25), ("O2", 0.25))
-_N_BACKGROUND = 24
-RAIL_V = 0.1875  # ±187.5 mV: full scale of a 24-bit ADS1299 front end at gain 24
 
 
 class MotorImageryParams(BaseModel):
@@ -127,44 +134,25 @@ class MotorImageryEeg(Generator):
         self.task = CuedTrials(self.classes, p.timing, p.srate, task)
         self.user = SimulatedUser(user or UserParams(), len(self.classes), self.classes)
         self.head = HeadModel(self.channel_names)
-        self._build_sources(subject)
+        self._build_sources(subject, drift)
         self._build_rhythms(subject, sig)
-        self._build_artifacts(subject, art)
+        self._artifacts = SensorArtifacts(
+            self.head.positions, p.srate, art, blink_rate_hz=p.blink_rate_hz,
+            blink_uv=p.blink_uv, emg_rate_hz=p.emg_rate_hz, emg_uv=p.emg_uv)
         self._class_erd = np.zeros((len(self.classes), len(_SENSORIMOTOR)))
         for i, c in enumerate(self.classes):
             for source, depth in CLASS_SOURCES[c].items():
                 self._class_erd[i, source] = depth
-        self._mixing_key: tuple = ()
-        self._mixing = self._base_mixing
-        if drift is not None:  # compute displaced mixing matrices now, not mid-run
-            for c in drift.components:
-                if c.kind == "electrode-shift":
-                    self._shifted_mixing(c.shift_mm, c.seed)
 
     # -- construction ---------------------------------------------------------------------
-    def _build_sources(self, rng: np.random.Generator) -> None:
-        head = self.head
+    def _build_sources(self, rng: np.random.Generator, drift: Drift | None) -> None:
         named = [(e, d) for e, d, _ in _SENSORIMOTOR] + list(_ALPHA)
-        points = np.array([head.point_under(e, d) for e, d in named])
-        # jitter each source a few mm: every simulated subject is a little different
-        points += rng.normal(0, 0.003, points.shape)
-        orient = head.radial(points)
-        # background: dipoles below random points of the upper head
-        theta = rng.uniform(0, 2 * np.pi, _N_BACKGROUND)
-        elev = rng.uniform(0.15, 1.0, _N_BACKGROUND)  # sin of the elevation above the ears
-        dirs = np.c_[np.sqrt(1 - elev**2) * np.cos(theta), np.sqrt(1 - elev**2) * np.sin(theta),
-                     elev]
-        depth = rng.uniform(0.2, 0.45, _N_BACKGROUND)
-        bg_points = head.center + head.radius * (1 - depth)[:, None] * dirs
-        self._dipoles = np.vstack([points, bg_points])
-        self._orient = np.vstack([orient, head.radial(bg_points)])
-        gain = head.gain(self._dipoles, self._orient)
-        # scale each source so that a unit amplitude peaks at 1 uV on the scalp
-        self._norm = 1.0 / np.abs(gain).max(axis=0)
-        self._base_mixing = gain * self._norm
-        n_bg = _N_BACKGROUND
-        bg_rms = np.sqrt((self._base_mixing[:, -n_bg:] ** 2).sum(axis=1)).mean()
-        self._bg_amp = self.params.background_uv / bg_rms
+        points, orient = jittered_dipoles(self.head, named, rng)
+        bg_points, bg_orient = background_dipoles(self.head, rng, N_BACKGROUND)
+        self._mixing = ShiftableMixing(self.head, np.vstack([points, bg_points]),
+                                       np.vstack([orient, bg_orient]), drift)
+        self._bg_amp = self.params.background_uv / self._mixing.unit_rms(
+            slice(-N_BACKGROUND, None))
 
     def _build_rhythms(self, subject: np.random.Generator, rng: np.random.Generator) -> None:
         p, fs = self.params, self.params.srate
@@ -175,48 +163,14 @@ class MotorImageryEeg(Generator):
         self._mu = BandNoise(mu_peak - 2.0, mu_peak + 2.0, fs, n_sm, rng)
         self._beta = BandNoise(beta_peak - 4.0, beta_peak + 4.0, fs, n_sm, rng)
         self._alpha = BandNoise(alpha_peak - 1.0, alpha_peak + 1.0, fs, len(_ALPHA), rng)
-        self._background = PinkNoise(_N_BACKGROUND, rng)
-        self._sensor_rng = rng
-        n = len(self.channel_names)
-        self._line_freqs = np.full(n, float(p.line_freq))
-        self._line_phase = subject.uniform(0, 2 * np.pi, n)
-        self._line_amp = p.line_uv * subject.uniform(0.3, 1.5, n)
+        self._background = PinkNoise(N_BACKGROUND, rng)
+        self._sensor = SensorNoise(len(self.channel_names), fs, subject, rng,
+                                   line_freq=p.line_freq, line_uv=p.line_uv,
+                                   sensor_noise_uv=p.sensor_noise_uv)
         # per-subject strength of each sensorimotor rhythm
         strength = np.array([s for _, _, s in _SENSORIMOTOR])
         self._mu_amp = p.mu_uv * strength * subject.uniform(0.8, 1.2, n_sm)
         self._beta_amp = p.beta_uv * strength * subject.uniform(0.8, 1.2, n_sm)
-
-    def _build_artifacts(self, subject: np.random.Generator, rng: np.random.Generator) -> None:
-        p, fs = self.params, self.params.srate
-        pos = self.head.positions
-        # blinks: the eyes sit in front of and below Fp1/Fp2; fall-off with distance
-        eyes = electrode_positions(("Fpz",))[0] + np.array([0.0, 0.01, -0.03])
-        reference = np.linalg.norm(electrode_positions(("Fp1",))[0] - eyes)  # weight 1 at Fp1
-        self._blink_weights = np.minimum(
-            1.0, np.exp(-(np.linalg.norm(pos - eyes, axis=1) - reference) / 0.035))
-        self._blinks = BurstTrain(p.blink_rate_hz, (0.2, 0.4), fs, rng, "hann")
-        # EMG: left and right temporalis, below T7/T8
-        offset = np.array([0.0, 0.01, -0.02])
-        temporal = electrode_positions(("T7", "T8")) + offset
-        d = np.linalg.norm(pos[:, None, :] - temporal[None], axis=-1)  # (n_ch, 2)
-        reference = np.linalg.norm(offset)  # weight 1 at T7/T8
-        self._emg_weights = np.minimum(1.0, np.exp(-(d - reference) / 0.03)).T  # (2, n_ch)
-        self._emg = [BurstTrain(p.emg_rate_hz / 2, (0.3, 1.5), fs, rng, "box") for _ in range(2)]
-        self._emg_noise = HighNoise(min(30.0, 0.2 * fs), fs, 2, rng)
-
-    # -- mixing under electrode shifts ------------------------------------------------------
-    def _shifted_mixing(self, shift_mm: float, seed: int) -> np.ndarray:
-        gain = self.head.gain(self._dipoles, self._orient, shift_mm=shift_mm, shift_seed=seed)
-        return gain * self._norm
-
-    def _mixing_for(self, effects: DriftEffects) -> np.ndarray:
-        key = tuple((s.key, round(s.fraction, 4)) for s in effects.shifts)
-        if key != self._mixing_key:
-            m = self._base_mixing.copy()
-            for s in effects.shifts:
-                m += s.fraction * (self._shifted_mixing(s.shift_mm, s.seed) - self._base_mixing)
-            self._mixing, self._mixing_key = m, key
-        return self._mixing
 
     # -- generation -------------------------------------------------------------------------
     def generate(self, start: int, n: int) -> Block:
@@ -235,49 +189,12 @@ class MotorImageryEeg(Generator):
         alpha = self._alpha(n) * (p.alpha_uv * effects.alpha)
         background = self._background(n) * self._bg_amp
         sources = np.concatenate([sm, alpha, background], axis=1)
-        eeg = sources @ self._mixing_for(effects).T  # (n, n_channels), uV
-
-        markers: list[tuple[str, int]] = self.task.markers(start, n)
-        blink_env, blink_onsets = self._blinks.envelope(start, n)
-        if blink_onsets or blink_env.any():
-            eeg += np.outer(blink_env * p.blink_uv, self._blink_weights)
-        markers += [("artifact/blink", i) for i in blink_onsets]
-        envelopes = []
-        for side, train in enumerate(self._emg):
-            env, onsets = train.envelope(start, n)
-            envelopes.append(env)
-            markers += [(f"artifact/emg/{('left', 'right')[side]}", i) for i in onsets]
-        emg = self._emg_noise(n)  # keep the noise stream in step even without bursts
-        env2 = np.stack(envelopes, axis=1)
-        if env2.any():
-            eeg += (emg * env2 * p.emg_uv) @ self._emg_weights
-        if p.line_uv:
-            eeg += sinusoids(start, n, p.srate, self._line_freqs, self._line_phase) * self._line_amp
-        noise = self._sensor_rng.standard_normal((n, self.n_channels))
-        eeg += noise * (p.sensor_noise_uv * effects.noise_scale)
-        eeg *= effects.gain
-        volts = eeg * 1e-6
-        apply_dropout(volts, effects.dropout, self._sensor_rng)
+        eeg = sources @ self._mixing.matrix(effects).T  # (n, n_channels), uV
+        markers = self.task.markers(start, n) + self._artifacts.apply(eeg, start, n)
+        volts = self._sensor.apply(eeg, start, n, effects)
         markers.sort(key=lambda m: m[1])
         return Block(volts, start, markers, cued[:, None].astype(np.float64))
 
     def feedback(self, t: float, values: np.ndarray | str) -> None:
         self.user.show(t, values)
 
-
-def apply_dropout(data: np.ndarray, dropout: np.ndarray, rng: np.random.Generator,
-                  rail: float = RAIL_V, noise: float = 50e-6) -> None:
-    """Replace failed channels in place: 1 flat, 2 railed, 3 noise only.
-
-    Parameters
-    ----------
-    data : ndarray, shape (n_samples, n_channels)
-    dropout : ndarray of int8, shape (n_channels,)
-    """
-    if not dropout.any():
-        return
-    data[:, dropout == 1] = 0.0
-    data[:, dropout == 2] = rail
-    noisy = np.flatnonzero(dropout == 3)
-    if noisy.size:
-        data[:, noisy] = rng.standard_normal((data.shape[0], noisy.size)) * noise

@@ -25,9 +25,10 @@ Sources (current dipoles in an MNE sphere head model, see
   stimuli), partly blocked while a flicker is seen (``alpha_block``);
 * 1/f background from dipoles spread over the cortex.
 
-Sensor-level additions as in :mod:`~bci_runtime.simulators.motor_imagery`:
-amplifier noise, line noise, eye blinks and EMG bursts (``artifact/blink``,
-``artifact/emg/<side>`` markers), impedance gains, channel dropout. Fatigue
+Sensor-level additions shared with motor imagery
+(:mod:`~bci_runtime.simulators.scalp`): amplifier noise, line noise, eye
+blinks and EMG bursts (``artifact/blink``, ``artifact/emg/<side>`` markers),
+impedance gains, channel dropout. Fatigue
 (:attr:`DriftEffects.modulation`) scales the SSVEP amplitude and
 :attr:`DriftEffects.alpha` the occipital alpha; a simulated user who learns
 attends harder (a larger response) to a target after wrong feedback.
@@ -48,8 +49,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import Drift, DriftEffects
 from bci_runtime.simulators.head_model import HeadModel, choose_channels, electrode_positions
-from bci_runtime.simulators.motor_imagery import apply_dropout
-from bci_runtime.simulators.noise import BandNoise, BurstTrain, HighNoise, PinkNoise, sinusoids
+from bci_runtime.simulators.noise import BandNoise, PinkNoise
+from bci_runtime.simulators.scalp import (
+    N_BACKGROUND,
+    SensorArtifacts,
+    SensorNoise,
+    ShiftableMixing,
+    background_dipoles,
+    jittered_dipoles,
+)
 from bci_runtime.simulators.tasks import CuedTrials, TrialTiming
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 
@@ -63,7 +71,6 @@ LATENCY_RANGE_S = (0.080, 0.160)
 # (electrode, depth, relative strength range): V1 below Oz, flanked below O1/O2
 _SSVEP = (("Oz", 0.3, (1.0, 1.0)), ("O1", 0.3, (0.4, 0.8)), ("O2", 0.3, (0.4, 0.8)))
 _ALPHA = (("PO3", 0.25), ("PO4", 0.25))  # parieto-occipital alpha
-_N_BACKGROUND = 24
 
 
 def class_name(freq: float) -> str:
@@ -205,38 +212,22 @@ class SsvepEeg(Generator):
         self.task = CuedTrials(self.classes, p.timing, p.srate, task)
         self.user = SimulatedUser(user or UserParams(), len(self.classes), self.classes)
         self.head = HeadModel(self.channel_names)
-        self._build_sources(subject)
+        self._build_sources(subject, drift)
         self._build_response(subject)
         self._build_rhythms(subject, sig)
-        self._build_artifacts(art)
-        self._mixing_key: tuple = ()
-        self._mixing = self._base_mixing
-        if drift is not None:  # compute displaced mixing matrices now, not mid-run
-            for c in drift.components:
-                if c.kind == "electrode-shift":
-                    self._shifted_mixing(c.shift_mm, c.seed)
+        self._artifacts = SensorArtifacts(
+            self.head.positions, p.srate, art, blink_rate_hz=p.blink_rate_hz,
+            blink_uv=p.blink_uv, emg_rate_hz=p.emg_rate_hz, emg_uv=p.emg_uv)
 
     # -- construction ---------------------------------------------------------------------
-    def _build_sources(self, rng: np.random.Generator) -> None:
-        head = self.head
+    def _build_sources(self, rng: np.random.Generator, drift: Drift | None) -> None:
         named = [(e, d) for e, d, _ in _SSVEP] + list(_ALPHA)
-        points = np.array([head.point_under(e, d) for e, d in named])
-        points += rng.normal(0, 0.003, points.shape)  # every subject is a little different
-        orient = head.radial(points)
-        theta = rng.uniform(0, 2 * np.pi, _N_BACKGROUND)
-        elev = rng.uniform(0.15, 1.0, _N_BACKGROUND)  # sin of the elevation above the ears
-        dirs = np.c_[np.sqrt(1 - elev**2) * np.cos(theta), np.sqrt(1 - elev**2) * np.sin(theta),
-                     elev]
-        depth = rng.uniform(0.2, 0.45, _N_BACKGROUND)
-        bg_points = head.center + head.radius * (1 - depth)[:, None] * dirs
-        self._dipoles = np.vstack([points, bg_points])
-        self._orient = np.vstack([orient, head.radial(bg_points)])
-        gain = head.gain(self._dipoles, self._orient)
-        # a unit source amplitude peaks at 1 uV on the scalp
-        self._norm = 1.0 / np.abs(gain).max(axis=0)
-        self._base_mixing = gain * self._norm
-        bg_rms = np.sqrt((self._base_mixing[:, -_N_BACKGROUND:] ** 2).sum(axis=1)).mean()
-        self._bg_amp = self.params.background_uv / bg_rms
+        points, orient = jittered_dipoles(self.head, named, rng)
+        bg_points, bg_orient = background_dipoles(self.head, rng, N_BACKGROUND)
+        self._mixing = ShiftableMixing(self.head, np.vstack([points, bg_points]),
+                                       np.vstack([orient, bg_orient]), drift)
+        self._bg_amp = self.params.background_uv / self._mixing.unit_rms(
+            slice(-N_BACKGROUND, None))
 
     def _build_response(self, rng: np.random.Generator) -> None:
         p = self.params
@@ -246,7 +237,7 @@ class SsvepEeg(Generator):
         self._src_delay[0] = 0.0
         weights = np.array([rng.uniform(*r) for _, _, r in _SSVEP])
         # scale the sources so that, in phase, the fundamental peaks at 1 uV per unit amplitude
-        pattern = self._base_mixing[:, :n_src] @ weights
+        pattern = self._mixing.base[:, :n_src] @ weights
         self._src_weight = weights / np.abs(pattern).max()
         h = np.arange(1, n_h + 1)
         # the response weakens slowly with the frequency; each subject has its own profile
@@ -263,42 +254,10 @@ class SsvepEeg(Generator):
         p, fs = self.params, self.params.srate
         alpha_peak = subject.uniform(9.0, 11.0)
         self._alpha = BandNoise(alpha_peak - 1.0, alpha_peak + 1.0, fs, len(_ALPHA), rng)
-        self._background = PinkNoise(_N_BACKGROUND, rng)
-        self._sensor_rng = rng
-        n = len(self.channel_names)
-        self._line_freqs = np.full(n, float(p.line_freq))
-        self._line_phase = subject.uniform(0, 2 * np.pi, n)
-        self._line_amp = p.line_uv * subject.uniform(0.3, 1.5, n)
-
-    # Blinks and EMG: the same model as MotorImageryEeg._build_artifacts (private there).
-    def _build_artifacts(self, rng: np.random.Generator) -> None:
-        p, fs = self.params, self.params.srate
-        pos = self.head.positions
-        eyes = electrode_positions(("Fpz",))[0] + np.array([0.0, 0.01, -0.03])
-        reference = np.linalg.norm(electrode_positions(("Fp1",))[0] - eyes)  # weight 1 at Fp1
-        self._blink_weights = np.minimum(
-            1.0, np.exp(-(np.linalg.norm(pos - eyes, axis=1) - reference) / 0.035))
-        self._blinks = BurstTrain(p.blink_rate_hz, (0.2, 0.4), fs, rng, "hann")
-        offset = np.array([0.0, 0.01, -0.02])
-        temporal = electrode_positions(("T7", "T8")) + offset
-        d = np.linalg.norm(pos[:, None, :] - temporal[None], axis=-1)  # (n_ch, 2)
-        self._emg_weights = np.minimum(1.0, np.exp(-(d - np.linalg.norm(offset)) / 0.03)).T
-        self._emg = [BurstTrain(p.emg_rate_hz / 2, (0.3, 1.5), fs, rng, "box") for _ in range(2)]
-        self._emg_noise = HighNoise(min(30.0, 0.2 * fs), fs, 2, rng)
-
-    # -- mixing under electrode shifts (as in MotorImageryEeg) -----------------------------
-    def _shifted_mixing(self, shift_mm: float, seed: int) -> np.ndarray:
-        gain = self.head.gain(self._dipoles, self._orient, shift_mm=shift_mm, shift_seed=seed)
-        return gain * self._norm
-
-    def _mixing_for(self, effects: DriftEffects) -> np.ndarray:
-        key = tuple((s.key, round(s.fraction, 4)) for s in effects.shifts)
-        if key != self._mixing_key:
-            m = self._base_mixing.copy()
-            for s in effects.shifts:
-                m += s.fraction * (self._shifted_mixing(s.shift_mm, s.seed) - self._base_mixing)
-            self._mixing, self._mixing_key = m, key
-        return self._mixing
+        self._background = PinkNoise(N_BACKGROUND, rng)
+        self._sensor = SensorNoise(len(self.channel_names), fs, subject, rng,
+                                   line_freq=p.line_freq, line_uv=p.line_uv,
+                                   sensor_noise_uv=p.sensor_noise_uv)
 
     # -- the response -----------------------------------------------------------------------
     def _trial_jitter(self, k: int) -> tuple[float, float]:
@@ -371,29 +330,9 @@ class SsvepEeg(Generator):
         alpha = self._alpha(n) * alpha_gain[:, None]
         background = self._background(n) * self._bg_amp
         sources = np.concatenate([ssvep, alpha, background], axis=1)
-        eeg = sources @ self._mixing_for(effects).T  # (n, n_channels), uV
-
-        markers: list[tuple[str, int]] = self.task.markers(start, n)
-        blink_env, blink_onsets = self._blinks.envelope(start, n)
-        if blink_onsets or blink_env.any():
-            eeg += np.outer(blink_env * p.blink_uv, self._blink_weights)
-        markers += [("artifact/blink", i) for i in blink_onsets]
-        envelopes = []
-        for side, train in enumerate(self._emg):
-            env, onsets = train.envelope(start, n)
-            envelopes.append(env)
-            markers += [(f"artifact/emg/{('left', 'right')[side]}", i) for i in onsets]
-        emg = self._emg_noise(n)  # keep the noise stream in step even without bursts
-        env2 = np.stack(envelopes, axis=1)
-        if env2.any():
-            eeg += (emg * env2 * p.emg_uv) @ self._emg_weights
-        if p.line_uv:
-            eeg += sinusoids(start, n, p.srate, self._line_freqs, self._line_phase) * self._line_amp
-        noise = self._sensor_rng.standard_normal((n, self.n_channels))
-        eeg += noise * (p.sensor_noise_uv * effects.noise_scale)
-        eeg *= effects.gain
-        volts = eeg * 1e-6
-        apply_dropout(volts, effects.dropout, self._sensor_rng)
+        eeg = sources @ self._mixing.matrix(effects).T  # (n, n_channels), uV
+        markers = self.task.markers(start, n) + self._artifacts.apply(eeg, start, n)
+        volts = self._sensor.apply(eeg, start, n, effects)
         markers.sort(key=lambda m: m[1])
         return Block(volts, start, markers, cued[:, None].astype(np.float64))
 

@@ -19,7 +19,8 @@ from sklearn.pipeline import make_pipeline
 from bci_runtime.errors import ConfigError
 from bci_runtime.node import NodeContext
 from bci_runtime.simulators.drift import Drift, DriftEffects, Transport, preset
-from bci_runtime.simulators.motor_imagery import RAIL_V, MotorImageryEeg, MotorImageryParams
+from bci_runtime.simulators.motor_imagery import MotorImageryEeg, MotorImageryParams
+from bci_runtime.simulators.scalp import RAIL_V
 from bci_runtime.simulators.nodes import SimulatedEeg
 from bci_runtime.simulators.paradigms import make_generator
 from bci_runtime.simulators.user import SimulatedUser, UserParams
