@@ -1,6 +1,7 @@
 """The simulator's LSL mode: a simulated amplifier on the network (``bci simulate``).
 
-:func:`run_simulation` builds a generator with :func:`~bci_runtime.simulators.paradigms.make_generator`
+:func:`run_simulation` builds a generator with
+:func:`~bci_runtime.simulators.paradigms.make_generator`
 (so a seed gives the same data as the in-process source nodes) and streams it
 like a real device would:
 

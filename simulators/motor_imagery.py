@@ -20,24 +20,23 @@ Output in volts.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import Drift, DriftEffects
-from bci_runtime.simulators.head_model import HeadModel, choose_channels, electrode_positions
+from bci_runtime.simulators.head_model import HeadModel
 from bci_runtime.simulators.noise import BandNoise, PinkNoise
 from bci_runtime.simulators.scalp import (
     N_BACKGROUND,
+    ScalpEegParams,
     SensorArtifacts,
     SensorNoise,
     ShiftableMixing,
     background_dipoles,
     jittered_dipoles,
 )
-from bci_runtime.simulators.tasks import REST, CuedTrials, TrialTiming
+from bci_runtime.simulators.tasks import REST, CuedTrials
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 
 # how much each sensorimotor source (index into _SENSORIMOTOR) desynchronises for each
@@ -50,31 +49,15 @@ _SENSORIMOTOR = (("C3", 0.25, 1.0), ("C4", 0.25, 1.0), ("Cz", 0.45, 0.7), ("C5",
 _ALPHA = (("O1", 0.25), ("O2", 0.25))
 
 
-class MotorImageryParams(BaseModel):
+class MotorImageryParams(ScalpEegParams):
     """Motor-imagery EEG: montage, rhythms, artifacts and trial timing."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n_channels: int = Field(16, ge=8, le=128, description="electrodes (10-05 positions)")
-    channels: list[str] | None = Field(None, description="electrode names; default: chosen "
-                                       "for the count, sensorimotor strip first")
-    srate: float = Field(250.0, ge=125, le=2000, description="sampling rate (Hz)")
     classes: list[str] = Field(["left", "right"], description="2-4 of left, right, feet, tongue")
-    timing: TrialTiming = Field(default_factory=TrialTiming,
-                                description="fixation, imagery and rest durations (s)")
     erd: float = Field(0.3, ge=0, le=0.9, description="drop of mu/beta amplitude while "
                        "imagining (0.2-0.4 is typical)")
     mu_uv: float = Field(10.0, ge=0, description="mu amplitude at its strongest electrode (uV)")
     beta_uv: float = Field(5.0, ge=0, description="beta amplitude (uV)")
     alpha_uv: float = Field(8.0, ge=0, description="posterior alpha amplitude (uV)")
-    background_uv: float = Field(8.0, ge=0, description="1/f background, scalp RMS (uV)")
-    sensor_noise_uv: float = Field(1.5, ge=0, description="amplifier noise RMS (uV)")
-    line_freq: Literal[50, 60] = Field(50, description="mains frequency (Hz)")
-    line_uv: float = Field(2.0, ge=0, description="line noise amplitude (uV)")
-    blink_rate_hz: float = Field(0.15, ge=0, description="eye blinks per second")
-    blink_uv: float = Field(80.0, ge=0, description="blink amplitude at Fp1/Fp2 (uV)")
-    emg_rate_hz: float = Field(0.03, ge=0, description="muscle bursts per second")
-    emg_uv: float = Field(15.0, ge=0, description="EMG burst RMS at temporal sites (uV)")
 
     @field_validator("classes")
     @classmethod
@@ -90,18 +73,6 @@ class MotorImageryParams(BaseModel):
             raise ValueError(f"classes must be 2 to {len(CLASS_SOURCES)} distinct names among "
                              f"{valid}, got {classes}")
         return classes
-
-    @model_validator(mode="after")
-    def _channel_list(self) -> MotorImageryParams:
-        if self.channels is not None:
-            if len(self.channels) != self.n_channels:
-                raise ValueError(f"channels lists {len(self.channels)} names but n_channels is "
-                                 f"{self.n_channels}; give one name per channel")
-            electrode_positions(tuple(self.channels))  # unknown names are errors now
-        return self
-
-    def channel_names(self) -> tuple[str, ...]:
-        return tuple(self.channels) if self.channels else choose_channels(self.n_channels)
 
 
 class MotorImageryEeg(Generator):

@@ -73,7 +73,8 @@ class HighNoise(_Filtered):
         super().__init__(sos, k, rng)
 
 
-def sinusoids(start: int, n: int, srate: float, freqs: np.ndarray, phases: np.ndarray) -> np.ndarray:
+def sinusoids(start: int, n: int, srate: float, freqs: np.ndarray,
+              phases: np.ndarray) -> np.ndarray:
     """Phase-continuous sinusoids, a function of the absolute sample index.
 
     Parameters

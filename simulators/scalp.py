@@ -20,11 +20,61 @@ caller passes, so that a seed gives the same data whichever generator uses them.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bci_runtime.simulators.drift import Drift, DriftEffects
-from bci_runtime.simulators.head_model import HeadModel, electrode_positions
+from bci_runtime.simulators.head_model import (
+    PRIORITY,
+    HeadModel,
+    choose_channels,
+    electrode_positions,
+)
 from bci_runtime.simulators.noise import BurstTrain, HighNoise, sinusoids
+from bci_runtime.simulators.tasks import TrialTiming
+
+
+class ScalpEegParams(BaseModel):
+    """Montage, rate, trial timing, background, amplifier and artifacts of a scalp EEG.
+
+    Paradigms add their own sources; ``channel_focus`` says which electrodes a
+    default montage takes first.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channel_focus: ClassVar[tuple[str, ...]] = PRIORITY
+
+    n_channels: int = Field(16, ge=8, le=128, description="electrodes (10-05 positions)")
+    channels: list[str] | None = Field(None, description="electrode names; default: chosen "
+                                       "for the count, the paradigm's region first")
+    srate: float = Field(250.0, ge=125, le=2000, description="sampling rate (Hz)")
+    timing: TrialTiming = Field(default_factory=TrialTiming,
+                                description="fixation, cue period and rest durations (s)")
+    background_uv: float = Field(8.0, ge=0, description="1/f background, scalp RMS (uV)")
+    sensor_noise_uv: float = Field(1.5, ge=0, description="amplifier noise RMS (uV)")
+    line_freq: Literal[50, 60] = Field(50, description="mains frequency (Hz)")
+    line_uv: float = Field(2.0, ge=0, description="line noise amplitude (uV)")
+    blink_rate_hz: float = Field(0.15, ge=0, description="eye blinks per second")
+    blink_uv: float = Field(80.0, ge=0, description="blink amplitude at Fp1/Fp2 (uV)")
+    emg_rate_hz: float = Field(0.03, ge=0, description="muscle bursts per second")
+    emg_uv: float = Field(15.0, ge=0, description="EMG burst RMS at temporal sites (uV)")
+
+    @model_validator(mode="after")
+    def _channel_list(self) -> ScalpEegParams:
+        if self.channels is not None:
+            if len(self.channels) != self.n_channels:
+                raise ValueError(f"channels lists {len(self.channels)} names but n_channels is "
+                                 f"{self.n_channels}; give one name per channel")
+            electrode_positions(tuple(self.channels))  # unknown names are errors now
+        return self
+
+    def channel_names(self) -> tuple[str, ...]:
+        """The electrodes: ``channels``, or ``n_channels`` chosen around ``channel_focus``."""
+        if self.channels:
+            return tuple(self.channels)
+        return choose_channels(self.n_channels, focus=self.channel_focus)
 
 N_BACKGROUND = 24  # background dipoles of the 1/f activity
 RAIL_V = 0.1875  # ±187.5 mV: full scale of a 24-bit ADS1299 front end at gain 24

@@ -41,24 +41,25 @@ index, the last) and -1 between trials. Output in volts.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import Drift, DriftEffects
-from bci_runtime.simulators.head_model import HeadModel, choose_channels, electrode_positions
+from bci_runtime.simulators.head_model import HeadModel
 from bci_runtime.simulators.noise import BandNoise, PinkNoise
 from bci_runtime.simulators.scalp import (
     N_BACKGROUND,
+    ScalpEegParams,
     SensorArtifacts,
     SensorNoise,
     ShiftableMixing,
     background_dipoles,
     jittered_dipoles,
 )
-from bci_runtime.simulators.tasks import CuedTrials, TrialTiming
+from bci_runtime.simulators.tasks import CuedTrials
 from bci_runtime.simulators.user import SimulatedUser, UserParams
 
 # electrodes chosen first: occipital and parieto-occipital, then parietal
@@ -78,15 +79,12 @@ def class_name(freq: float) -> str:
     return f"{round(float(freq), 2):g}Hz"
 
 
-class SsvepParams(BaseModel):
+class SsvepParams(ScalpEegParams):
     """SSVEP EEG: montage, stimuli, response, artifacts and trial timing."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    channel_focus: ClassVar[tuple[str, ...]] = OCCIPITAL_FOCUS
 
     n_channels: int = Field(8, ge=8, le=128, description="electrodes (10-05 positions)")
-    channels: list[str] | None = Field(None, description="electrode names; default: chosen "
-                                       "for the count, occipital electrodes first")
-    srate: float = Field(250.0, ge=125, le=2000, description="sampling rate (Hz)")
     freqs: list[float] = Field([8.57, 10.0, 12.0, 15.0],
                                description="stimulus frequencies, 1-12 distinct values in 4-40 Hz")
     rest_class: bool = Field(True, description="add a 'rest' class (cued, no flicker)")
@@ -97,19 +95,10 @@ class SsvepParams(BaseModel):
                             "strongest electrode (uV); 1-5 is typical")
     ramp_s: float = Field(0.3, gt=0, le=2, description="build-up and decay time of the "
                           "response after the flicker starts and stops (s)")
-    timing: TrialTiming = Field(default_factory=TrialTiming)
     alpha_uv: float = Field(5.0, ge=0, description="posterior alpha amplitude, eyes open and "
                             "fixating (uV)")
     alpha_block: float = Field(0.5, ge=0, le=1, description="fraction of the alpha blocked "
                                "while a flicker is seen")
-    background_uv: float = Field(8.0, ge=0, description="1/f background, scalp RMS (uV)")
-    sensor_noise_uv: float = Field(1.5, ge=0, description="amplifier noise RMS (uV)")
-    line_freq: Literal[50, 60] = Field(50, description="mains frequency (Hz)")
-    line_uv: float = Field(2.0, ge=0, description="line noise amplitude (uV)")
-    blink_rate_hz: float = Field(0.15, ge=0, description="eye blinks per second")
-    blink_uv: float = Field(80.0, ge=0, description="blink amplitude at Fp1/Fp2 (uV)")
-    emg_rate_hz: float = Field(0.03, ge=0, description="muscle bursts per second")
-    emg_uv: float = Field(15.0, ge=0, description="EMG burst RMS at temporal sites (uV)")
 
     @model_validator(mode="before")
     @classmethod
@@ -151,16 +140,7 @@ class SsvepParams(BaseModel):
         if len(self.freqs) + self.rest_class < 2:
             raise ValueError(f"a single class ({class_name(self.freqs[0])}) cannot be decoded: "
                              f"give 2 to {MAX_FREQS} frequencies, or keep rest_class true")
-        if self.channels is not None:
-            if len(self.channels) != self.n_channels:
-                raise ValueError(f"channels lists {len(self.channels)} names but n_channels is "
-                                 f"{self.n_channels}; give one name per channel")
-            electrode_positions(tuple(self.channels))  # unknown names are errors now
         return self
-
-    def channel_names(self) -> tuple[str, ...]:
-        return (tuple(self.channels) if self.channels
-                else choose_channels(self.n_channels, focus=OCCIPITAL_FOCUS))
 
     def class_names(self) -> list[str]:
         """``"<f>Hz"`` for each stimulus frequency, then ``"rest"`` if there is a rest class."""

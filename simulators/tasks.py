@@ -143,7 +143,8 @@ class CenterOut:
     def __init__(self, params: CenterOutParams, rng: np.random.Generator) -> None:
         self.params, self._rng = params, rng
         angles = 2 * np.pi * np.arange(params.n_targets) / params.n_targets
-        self.targets = np.vstack([[0.0, 0.0], params.radius * np.c_[np.cos(angles), np.sin(angles)]])
+        outer = params.radius * np.c_[np.cos(angles), np.sin(angles)]
+        self.targets = np.vstack([[0.0, 0.0], outer])
         self.cursor = np.zeros(2)
         self._order: list[int] = []
         self.target_index = self._next_outer()

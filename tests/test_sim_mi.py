@@ -50,7 +50,8 @@ def epochs(data: np.ndarray, markers, tmin: float = 0.5, tmax: float = 2.5):
     sos = sps.butter(4, [8, 30], btype="bandpass", fs=FS, output="sos")
     filtered = sps.sosfilt(sos, data, axis=0)
     a, b = int(tmin * FS), int(tmax * FS)
-    cues = [(label[4:], i) for label, i in markers if label.startswith("cue/") and i + b <= len(data)]
+    cues = [(label[4:], i) for label, i in markers
+            if label.startswith("cue/") and i + b <= len(data)]
     x = np.stack([filtered[i + a:i + b].T for _, i in cues])
     return x, np.array([c for c, _ in cues]), np.array([i for _, i in cues])
 
@@ -87,7 +88,8 @@ def test_csp_lda_reaches_85_percent_on_held_out_stationary_trials():
     assert accuracy >= 0.85, accuracy
 
 
-@pytest.mark.parametrize("classes", [["left", "right", "feet"], ["left", "right", "feet", "tongue"]])
+@pytest.mark.parametrize("classes", [["left", "right", "feet"],
+                                     ["left", "right", "feet", "tongue"]])
 def test_more_classes_are_decodable_above_chance(classes):
     data, _, markers, _ = generate(600, seed=4, classes=classes, n_channels=32)
     x, y, _ = epochs(data, markers)
@@ -219,7 +221,8 @@ def test_fatigue_weakens_the_erd():
 def test_drift_components_are_independent_of_each_other():
     """Adding a component does not change what another one draws."""
     alone = Drift(preset("impedance-drift", seed=3), 16).effects_at(200.0)
-    both = Drift(preset("impedance-drift", seed=3) + preset("fatigue", seed=3), 16).effects_at(200.0)
+    both = Drift(preset("impedance-drift", seed=3) + preset("fatigue", seed=3), 16)
+    both = both.effects_at(200.0)
     np.testing.assert_array_equal(alone.gain, both.gain)
     np.testing.assert_array_equal(alone.noise_scale, both.noise_scale)
 
@@ -305,10 +308,9 @@ def test_node_streams_regular_chunks_with_truth_and_markers_on_sample_times():
     for o in outs:
         if "markers" in o:
             assert set(np.round(o["markers"].timestamps * FS).astype(int).tolist()) <= grid
-    cue_times = [t for o in outs if "markers" in o
-                 for m, t in zip(o["markers"].markers, o["markers"].timestamps) if m.startswith("cue/")]
-    assert node.true_labels(np.array(cue_times) + 0.1) == [
-        m[4:] for o in outs if "markers" in o for m in o["markers"].markers if m.startswith("cue/")]
+    cues = [(m, t) for o in outs if "markers" in o
+            for m, t in zip(o["markers"].markers, o["markers"].timestamps) if m.startswith("cue/")]
+    assert node.true_labels(np.array([t for _, t in cues]) + 0.1) == [m[4:] for m, _ in cues]
 
 
 def test_node_is_deterministic_for_a_seed():

@@ -274,7 +274,7 @@ def test_learning_user_attends_harder_after_wrong_feedback() -> None:
     ({"freqs": []}, "1 to 12"),
     ({"srate": 125.0, "freqs": [8.0, 25.0]}, "below 20.83 Hz"),
     ({"freqs": [12.0], "rest_class": False}, "single class"),
-    ({"flicker": True}, "valid fields: n_channels, channels, srate, freqs"),
+    ({"flicker": True}, "valid fields: n_channels, channels, srate, timing"),
     ({"n_channels": 4}, "greater than or equal to 8"),
     ({"harmonics": 0}, "greater than or equal to 1"),
     ({"channels": ["O1", "Oz"]}, "one name per channel"),
