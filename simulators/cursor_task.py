@@ -27,13 +27,15 @@ current target.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from bci_runtime.errors import ConfigError, RunError
-from bci_runtime.simulators.drift import Drift
+from bci_runtime.simulators.base import Generator
+from bci_runtime.simulators.drift import Drift, DriftEffects
 from bci_runtime.simulators.tasks import REST, CenterOut, CenterOutParams
-from bci_runtime.simulators.user import SimulatedUser
+from bci_runtime.simulators.user import SimulatedUser, UserParams
 
 _JUDGE_DISTANCE = 0.3  # the user judges movements farther than this (x radius) from the target
 _JUDGE_AFTER_S = 0.1  # ... and from this long after it has seen the new target (plus its delay)
@@ -196,3 +198,43 @@ def check_drift(drift: Drift | None, n_channels: int, n_units: int) -> None:
             f"the generator has {n_channels} channels and {n_units} units",
             hint=f"build it as Drift(components, {n_channels}, {n_units}), or through "
                  "make_generator()")
+
+
+class CursorTaskGenerator(Generator):
+    """Base of the generators that encode intended cursor velocity (ECoG, population).
+
+    Every channel is a tuned unit (what tuning drift rotates); subclasses call
+    :meth:`_start_task` in ``__init__`` and use ``self.driver`` per block.
+    """
+
+    truth_names = TRUTH_NAMES
+
+    @classmethod
+    def n_units_for(cls, params: Any) -> int:
+        """Every channel is tuned to the intended velocity."""
+        return int(params.n_channels)
+
+    def _start_task(self, params: Any, user: UserParams | None,
+                    rng: np.random.Generator) -> None:
+        """Check the drift, and set up the simulated user and the center-out task.
+
+        ``params`` needs ``n_channels``, ``srate``, ``task`` and ``feedback_hold_s``.
+        """
+        n = int(params.n_channels)
+        check_drift(self.drift, n, n)
+        self.user = SimulatedUser(user or UserParams())
+        self.driver = CursorTaskDriver(params.task, self.user, params.srate, rng,
+                                       params.feedback_hold_s)
+        self._neutral = DriftEffects.neutral(n, n)
+
+    @property
+    def task(self) -> CenterOut:
+        """The center-out task (cursor, target, hits, timeouts)."""
+        return self.driver.task
+
+    def _effects(self, t: float) -> DriftEffects:
+        return self.drift.effects_at(t) if self.drift is not None else self._neutral
+
+    def feedback(self, t: float, values: np.ndarray | str) -> None:
+        """Decoded cursor velocity (``values[:2]``): moves the cursor, is shown to the user."""
+        self.driver.feedback(t, values)

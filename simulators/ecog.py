@@ -41,13 +41,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bci_runtime.simulators.base import Block, Generator, require_within
-from bci_runtime.simulators.cursor_task import TRUTH_NAMES, CursorTaskDriver, check_drift
+from bci_runtime.simulators.base import Block, require_within
+from bci_runtime.simulators.cursor_task import CursorTaskGenerator
 from bci_runtime.simulators.drift import Drift, DriftEffects, hash_kind, rotate_2d
 from bci_runtime.simulators.noise import BandNoise, PinkNoise
 from bci_runtime.simulators.scalp import apply_dropout
-from bci_runtime.simulators.tasks import CenterOut, CenterOutParams
-from bci_runtime.simulators.user import SimulatedUser, UserParams
+from bci_runtime.simulators.tasks import CenterOutParams
+from bci_runtime.simulators.user import UserParams
 
 N_CHANNELS_RANGE = (16, 256)
 SRATE_RANGE = (500.0, 2000.0)
@@ -252,7 +252,7 @@ class _Buffered:
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
 
 
-class EcogGenerator(Generator):
+class EcogGenerator(CursorTaskGenerator):
     """Velocity-tuned ECoG (V) with the center-out task's markers and kinematics as truth.
 
     Parameters
@@ -274,7 +274,6 @@ class EcogGenerator(Generator):
 
     stream_type = "ECoG"
     default_shift_mm = 2.0  # an implanted grid moves little
-    truth_names = TRUTH_NAMES
 
     def __init__(self, params: EcogParams, seed: int = 0, drift: Drift | None = None,
                  user: UserParams | None = None) -> None:
@@ -284,7 +283,6 @@ class EcogGenerator(Generator):
         n = p.n_channels
         self.channel_names = channel_names(n)
         self.channel_types, self.units = ("ecog",) * n, ("V",) * n
-        check_drift(drift, n, n)
         ss = np.random.SeedSequence(seed)
         subject, task, bg_rng, hg_rng, sensor_rng, fail_rng = (
             np.random.default_rng(s) for s in ss.spawn(6))
@@ -296,11 +294,9 @@ class EcogGenerator(Generator):
         self._line_coef = _line_coefficients(subject, n, p.line_uv)  # (2, n)
         self._build_noise(bg_rng, hg_rng, sensor_rng)
         self._fail_rng = fail_rng
-        self.user = SimulatedUser(user or UserParams())
-        self.driver = CursorTaskDriver(p.task, self.user, p.srate, task, p.feedback_hold_s)
+        self._start_task(p, user, task)
         self._v_hg = np.zeros(2)  # smoothed intended velocity (envelope, slow potential)
         self._v_lfp = np.zeros(2)
-        self._neutral = DriftEffects.neutral(n, n)
         self._shifted: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
         self._tuning_key: tuple = ()
         self._tuning = (self._hg_base, self._lfp_base)
@@ -308,16 +304,6 @@ class EcogGenerator(Generator):
             for c in drift.components:
                 if c.kind == "electrode-shift":
                     self._shifted_tuning(c.shift_mm, c.seed)
-
-    @classmethod
-    def n_units_for(cls, params: EcogParams) -> int:
-        """Every electrode is a unit whose preferred direction tuning drift rotates."""
-        return int(params.n_channels)
-
-    @property
-    def task(self) -> CenterOut:
-        """The center-out task (cursor, target, hits, timeouts)."""
-        return self.driver.task
 
     # -- construction ---------------------------------------------------------------------
     def _build_noise(self, bg_rng: np.random.Generator, hg_rng: np.random.Generator,
@@ -362,9 +348,6 @@ class EcogGenerator(Generator):
         if effects.pd_angle.size and effects.pd_angle.any():
             hg, lfp = rotate_2d(hg, effects.pd_angle), rotate_2d(lfp, effects.pd_angle)
         return hg, lfp
-
-    def _effects(self, t: float) -> DriftEffects:
-        return self.drift.effects_at(t) if self.drift is not None else self._neutral
 
     def tuning_vectors(self, t: float) -> np.ndarray:
         """High-gamma tuning ``m_i (cos PD_i, sin PD_i)`` at ``t`` (after drift).
@@ -424,9 +407,6 @@ class EcogGenerator(Generator):
         apply_dropout(x, effects.dropout, self._fail_rng)
         return Block(x, start, step.markers, step.truth)
 
-    def feedback(self, t: float, values: np.ndarray | str) -> None:
-        """Decoded cursor velocity (``values[:2]``): moves the cursor, is shown to the user."""
-        self.driver.feedback(t, values)
 
 
 def _gaussian_kernel(k: int, pitch_mm: float, sigma_mm: float) -> np.ndarray:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bci_runtime.simulators.base import Block, Generator, require_within
-from bci_runtime.simulators.cursor_task import TRUTH_NAMES, CursorTaskDriver, check_drift
+from bci_runtime.simulators.base import Block, require_within
+from bci_runtime.simulators.cursor_task import CursorTaskGenerator
 from bci_runtime.simulators.drift import Drift, DriftEffects
-from bci_runtime.simulators.tasks import CenterOut, CenterOutParams
-from bci_runtime.simulators.user import SimulatedUser, UserParams
+from bci_runtime.simulators.tasks import CenterOutParams
+from bci_runtime.simulators.user import UserParams
 
 N_UNITS_RANGE = (96, 192)
 SRATE_RANGE = (20.0, 50.0)  # bins of 50 ms to 20 ms
@@ -82,7 +82,7 @@ class PopulationParams(BaseModel):
         return rates
 
 
-class PopulationGenerator(Generator):
+class PopulationGenerator(CursorTaskGenerator):
     """Spike counts of cosine-tuned units, with the center-out task's markers and kinematics.
 
     Parameters
@@ -102,7 +102,6 @@ class PopulationGenerator(Generator):
     """
 
     stream_type = "Spikes"
-    truth_names = TRUTH_NAMES
 
     def __init__(self, params: PopulationParams, seed: int = 0, drift: Drift | None = None,
                  user: UserParams | None = None) -> None:
@@ -112,7 +111,6 @@ class PopulationGenerator(Generator):
         n = p.n_channels
         self.channel_names = tuple(f"U{i:03d}" for i in range(1, n + 1))
         self.channel_types, self.units = ("spikes",) * n, ("count",) * n
-        check_drift(drift, n, n)
         subject, task, spikes = (np.random.default_rng(s)
                                  for s in np.random.SeedSequence(seed).spawn(3))
         self.baseline = subject.uniform(*p.baseline_hz, n)  # b_i (Hz)
@@ -120,22 +118,7 @@ class PopulationGenerator(Generator):
         self.pd = subject.uniform(-np.pi, np.pi, n)  # PD_i (rad)
         self._unit = np.c_[np.cos(self.pd), np.sin(self.pd)]  # (n, 2)
         self._rng = spikes
-        self.user = SimulatedUser(user or UserParams())
-        self.driver = CursorTaskDriver(p.task, self.user, p.srate, task, p.feedback_hold_s)
-        self._neutral = DriftEffects.neutral(n, n)
-
-    @classmethod
-    def n_units_for(cls, params: PopulationParams) -> int:
-        """Every channel is a tuned unit."""
-        return int(params.n_channels)
-
-    @property
-    def task(self) -> CenterOut:
-        """The center-out task (cursor, target, hits, timeouts)."""
-        return self.driver.task
-
-    def _effects(self, t: float) -> DriftEffects:
-        return self.drift.effects_at(t) if self.drift is not None else self._neutral
+        self._start_task(p, user, task)
 
     def preferred_directions(self, t: float) -> np.ndarray:
         """True preferred direction of each unit at ``t``, after tuning drift.
@@ -198,6 +181,3 @@ class PopulationGenerator(Generator):
             counts[:, dropout == 2] = np.floor(RAILED_HZ / self.srate)
         return Block(counts, start, step.markers, step.truth)
 
-    def feedback(self, t: float, values: np.ndarray | str) -> None:
-        """Decoded cursor velocity (``values[:2]``): moves the cursor, is shown to the user."""
-        self.driver.feedback(t, values)
