@@ -64,6 +64,7 @@ so file-system stalls never delay a push.
 from __future__ import annotations
 
 import array
+import gc
 import logging
 import math
 import os
@@ -710,7 +711,14 @@ class LslSimulator:
                                            list(getattr(self.gen, "classes", []) or []))
             if self.wait_for_consumers_s > 0:
                 self._wait_consumers()
-            self._loop(pylsl, feedback)
+            # Everything built so far (MNE, scipy, the head model) lives for the whole run:
+            # freezing it keeps the periodic full garbage collections from scanning it,
+            # which otherwise stall the pacing loop by a few ms every few seconds.
+            gc.freeze()
+            try:
+                self._loop(pylsl, feedback)
+            finally:
+                gc.unfreeze()
         finally:
             if feedback is not None:
                 feedback.close()
