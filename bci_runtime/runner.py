@@ -9,6 +9,7 @@ exit in time are killed, so no process is left behind.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import shutil
@@ -359,6 +360,9 @@ class Runner:
                 for worker in self._workers.values():
                     worker.send("run")
             started = True
+            # what exists now (libraries, nodes, buffers) lives for the whole run: freezing
+            # it keeps full garbage collections from scanning it on the data path
+            gc.freeze()
             self.emit_event("run_started", clock=self.graph.config.clock, duration=self.duration)
             status = self._run_sources()
         except _StartupInterrupted:
@@ -370,6 +374,7 @@ class Runner:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            gc.unfreeze()
             self.runtime.stop_sources()
             if started:  # before the start nothing is in flight, and a worker may be stuck opening
                 self._drain()
