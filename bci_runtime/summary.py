@@ -70,7 +70,8 @@ def render_summary(summary: dict[str, Any]) -> None:
     for name, t in summary["training"].items():
         cv = t.get("cv_accuracy")
         console.print(f"  decoder '{name}' calibrated on {t['windows']} windows from {t['trials']} "
-                      f"trials" + (f", cross-validated accuracy {cv:.3f}" if cv is not None else ""))
+                      f"trials" + (f", cross-validated accuracy {cv:.3f}" if cv is not None
+                                   else " (too few trials per class to cross-validate)"))
     if lat["p50"] is not None:
         console.print(f"  end-to-end latency ms: p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  "
                       f"p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}  "

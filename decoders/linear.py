@@ -180,11 +180,12 @@ class LinearClassifier(Node):
 
         lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=self.params.shrinkage)
         n_groups = len(np.unique(groups))
-        # folds by trial; only when every class has trials to spare, else a fold could
-        # train on one class alone and its score is undefined
+        # folds by trial; only when every class has trials to spare: with fewer than three
+        # a held-out trial leaves one of its class to train on, and the score says more
+        # about that one trial than about the decoder (often far below chance)
         trials_per_class = [len(np.unique(groups[y == k])) for k in np.unique(y)]
         cv = None
-        if n_groups >= 3 and min(trials_per_class) >= 2:
+        if n_groups >= 3 and min(trials_per_class) >= 3:
             folds = min(5, n_groups)
             scores = cross_val_score(lda, x, y, groups=groups, cv=GroupKFold(folds))
             cv = float(np.mean(scores)) if np.isfinite(scores).all() else None
