@@ -9,19 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import typing
 from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Sequence
 
 from pydantic import BaseModel
 
 from bci_runtime.errors import BciError, ConfigError, PipelineError
+from bci_runtime.signals import stop_on_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# entry points adding subcommands: ``register(subparsers, add)``, where ``add(subparsers,
+# name, help, examples)`` makes a parser with this command line's conventions; the parser's
+# ``handler`` default runs the command and returns its exit code
+COMMAND_GROUP = "bci_runtime.commands"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,56 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     b = _add(bsub, "latency", "LSL in -> band-pass -> log-variance -> classifier -> LSL out, "
              "timed from a third process.",
              "  bci bench latency\n  bci bench latency --channels 256 --srate 2000 --outputs 20000\n")
-    b.add_argument("--channels", type=_positive(int), default=64)
-    b.add_argument("--srate", type=_positive(float), default=1000.0)
-    b.add_argument("--outputs", type=_positive(int), default=10000,
+    b.add_argument("--channels", type=positive(int), default=64)
+    b.add_argument("--srate", type=positive(float), default=1000.0)
+    b.add_argument("--outputs", type=positive(int), default=10000,
                    help="outputs to time (default 10000)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = _add(sub, "simulate", "Stream a simulated amplifier over LSL (signal, markers, truth) "
-             "in real time.",
-             "  bci simulate                                # motor-imagery EEG until Ctrl-C\n"
-             "  bci simulate --paradigm mi --channels 64 --srate 1000 --duration 600\n"
-             "  bci simulate --scenario day-to-day --seed 3 --record sub-01.xdf\n"
-             "  bci simulate --scenario transport-faults --onset 5 --duration 60 --json\n"
-             "  bci simulate --feedback-stream bci-feedback   # the decoder's output reaches "
-             "the simulated user\n"
-             "\n"
-             "streams: <name> (signal, float32, source_id <source-id>), <name>-markers (cues, "
-             "trials,\nartifacts, drift; source_id <source-id>-markers) and <name>-truth "
-             "(ground truth, when the\nparadigm has any). Sample k is stamped t0 + k/srate "
-             "exactly; transport faults of the\nscenario (drops, jitter, clock jumps) apply "
-             "to the signal only.\n")
-    p.add_argument("--paradigm", default="mi",
-                   help="mi, ssvep, ecog or population (default mi)")
-    p.add_argument("--scenario", default="stationary",
-                   help="drift preset: stationary, electrode-shift, impedance-drift, "
-                        "channel-dropout, tuning-drift, fatigue, session-jump, day-to-day, "
-                        "transport-faults (default stationary)")
-    p.add_argument("--channels", type=int, help="number of channels (default: the paradigm's)")
-    p.add_argument("--srate", type=float, help="sampling rate in Hz (default: the paradigm's)")
-    p.add_argument("--duration", type=_positive(float),
-                   help="seconds of signal (default: until Ctrl-C or SIGTERM)")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
-    p.add_argument("--chunk-size", type=_positive(int),
-                   help="samples per push (default: 10 ms of signal)")
-    p.add_argument("--name", help="LSL stream name (default bci-sim-<paradigm>)")
-    p.add_argument("--source-id", help="LSL source_id (default bci-sim-<paradigm>-seed<seed>)")
-    p.add_argument("--record", type=Path, metavar="FILE.xdf",
-                   help="also record signal, markers and truth to this XDF file (must not exist)")
-    p.add_argument("--feedback-stream", metavar="NAME",
-                   help="LSL stream (by name) of the decoder output to show the simulated user")
-    p.add_argument("--rho", type=float, help="preferred-direction correlation per simulated "
-                   "day, in [0, 1] (tuning-drift, session-jump, day-to-day)")
-    p.add_argument("--onset", type=float, help="seconds before the scenario's drift starts "
-                   "(default 30)")
-    p.add_argument("--ramp", type=float, help="seconds the drift takes to reach full size "
-                   "(default 60)")
-    p.add_argument("--json", action="store_true", help="print one JSON summary object")
+    for entry_point in entry_points(group=COMMAND_GROUP):
+        entry_point.load()(sub, _add)  # commands of the other packages (e.g. `bci simulate`)
     return parser
 
 
-def _positive(kind: type) -> Any:
+def positive(kind: type) -> Any:
     """argparse type: a finite number above zero."""
     def parse(text: str) -> Any:
         try:
@@ -268,23 +234,13 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
     session = Session(graph.resolved_config(), str(path), args.session_dir)
     runner = Runner(graph, emit_event=session.log_event, session_dir=session.dir)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        # The handler runs on the main thread, which may hold a lock request_stop needs:
-        # hand the request to a fresh thread instead of taking locks here.
-        reason = f"{signal.Signals(signum).name} received"
-        threading.Thread(target=runner.request_stop, args=(reason,), daemon=True).start()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     if not args.json:
         clock = "simulated clock" if config.clock == "simulated" else "live clock"
         length = f"{runner.duration:g} s" if runner.duration else "until Ctrl-C"
         print(f"running '{config.name}' on the {clock}, {length}; session folder {session.dir}",
               file=sys.stderr)
-    try:
+    with stop_on_signals(runner.request_stop):
         result = runner.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     session.set_processes(result.processes)
     summary = build_summary(result, config.name, str(session.dir))
     session.finalize(result.status, summary, error=str(result.error) if result.error else None)
@@ -313,62 +269,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from bci_runtime.simulators.lsl_mode import LslSimulator, SimulationSummary, build_generator
-
-    generator = build_generator(args.paradigm, scenario=args.scenario, channels=args.channels,
-                                srate=args.srate, seed=args.seed, rho=args.rho,
-                                onset_s=args.onset, ramp_s=args.ramp)
-    stop = threading.Event()
-    sim = LslSimulator(generator, paradigm=args.paradigm, scenario=args.scenario, seed=args.seed,
-                       duration=args.duration, chunk_size=args.chunk_size, name=args.name,
-                       source_id=args.source_id, record=args.record,
-                       feedback_stream=args.feedback_stream, stop=stop)
-
-    def on_start(s: SimulationSummary) -> None:
-        if args.json:
-            return
-        length = f"{args.duration:g} s" if args.duration else "until Ctrl-C"
-        truth = f", truth '{s.name}-truth'" if s.truth_names else ""
-        print(f"streaming '{s.name}' (source_id {s.source_id}): {s.channels} ch {s.stream_type} "
-              f"@ {s.srate:g} Hz in chunks of {s.chunk_size}, markers '{s.name}-markers'{truth}; "
-              f"{length}", file=sys.stderr, flush=True)
-
-    sim.on_start = on_start
-
-    def on_signal(signum: int, frame: Any) -> None:
-        # never take a lock in the handler: a fresh thread sets the event
-        threading.Thread(target=stop.set, daemon=True).start()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        summary = sim.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if args.json:
-        print(json.dumps({"ok": True, **summary.as_dict()}))
-        return EXIT_OK
-    pace = summary.pacing_ms
-    print(f"{summary.name}: {summary.samples_pushed} samples pushed in {summary.chunks_pushed} "
-          f"chunks ({summary.duration_s:.2f} s of signal, {summary.stop_reason}); "
-          f"{summary.markers_sent} markers")
-    print(f"  dropped by transport faults: {summary.chunks_dropped} chunks "
-          f"({summary.samples_dropped} samples)")
-    print(f"  pacing error: p50 {pace['p50']:.3f} ms  p99 {pace['p99']:.3f} ms  "
-          f"max {pace['max']:.3f} ms; late chunks (> {summary.late_threshold_ms:g} ms): "
-          f"{summary.late_chunks}")
-    for late in summary.late[:5]:
-        print(f"    chunk {late.chunk} (sample {late.sample}): {late.error_ms:.3f} ms late")
-    if summary.feedback_stream:
-        state = "connected" if summary.feedback_connected else "never found"
-        print(f"  feedback '{summary.feedback_stream}': {state}, {summary.feedback_received} "
-              f"samples received")
-    if summary.record:
-        print(f"  recorded to {summary.record}")
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bci``; returns the exit code."""
     parser = build_parser()
@@ -385,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_nodes(args)
         if args.command == "bench":
             return _cmd_bench(args)
-        if args.command == "simulate":
-            return _cmd_simulate(args)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return handler(args)
         overrides: dict[str, Any] = {}
         if args.seed is not None:
             overrides["seed"] = args.seed
@@ -403,8 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overrides["clock"] = args.clock
             return _cmd_run(args, args.pipeline, overrides)
     except BciError as exc:
-        if getattr(args, "json", False) and args.command in ("run", "demo", "bench",
-                                                               "simulate"):
+        if getattr(args, "json", False) and (args.command in ("run", "demo", "bench")
+                                             or getattr(args, "handler", None) is not None):
             print(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}))
         print(f"bci: error: {exc}", file=sys.stderr)
         return exc.exit_code

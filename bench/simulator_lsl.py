@@ -124,7 +124,8 @@ def _receiver(source_id: str, srate: float, channels: int, ctrl: Any, out: Any) 
 # -- section 1: the LSL stream ------------------------------------------------------------
 def stream_bench(duration: float, channels: int, srate: float, chunk_size: int,
                  progress: Any) -> dict[str, Any]:
-    from bci_runtime.simulators.lsl_mode import available_paradigms, run_simulation
+    from bci_runtime.simulators.lsl_mode import run_simulation
+    from bci_runtime.simulators.simulate_options import available_paradigms
 
     if "ecog" in available_paradigms():
         paradigm, ch = "ecog", channels

@@ -12,7 +12,7 @@ from pydantic import Field
 from bci_runtime.chunk import AnyChunk, EventChunk
 from bci_runtime.labels import LabelTracker, Span
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams
-from bci_runtime.drivers.lsl_common import import_pylsl, spec_to_info
+from bci_runtime.lsl import import_pylsl, spec_to_info
 
 
 class FeedbackParams(NodeParams):

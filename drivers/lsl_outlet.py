@@ -11,7 +11,7 @@ from pydantic import Field
 from bci_runtime.chunk import AnyChunk, EventChunk
 from bci_runtime.node import Input, Node, NodeContext, NodeParams
 from bci_runtime.spec import StreamSpec
-from bci_runtime.drivers.lsl_common import import_pylsl, spec_to_info
+from bci_runtime.lsl import import_pylsl, spec_to_info
 
 
 class LslOutletParams(NodeParams):

@@ -68,26 +68,23 @@ import gc
 import logging
 import math
 import os
-import queue
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from bci_runtime.errors import ConfigError, RunError
+from bci_runtime.lsl import import_pylsl
 from bci_runtime.simulators.base import Block, Generator
-from bci_runtime.simulators.drift import PRESETS, hash_kind
-from bci_runtime.simulators.paradigms import PARADIGMS, DriftParams, make_generator
-
-__all__ = ["LslSimulator", "SimulationSummary", "default_source_id", "run_simulation",
-           "summarize_errors"]
+from bci_runtime.simulators.drift import hash_kind
+from bci_runtime.simulators.lsl_io import FeedbackReader, StreamRecorder
+from bci_runtime.simulators.simulate_options import build_generator, default_source_id
+from bci_runtime.simulators.stream_summary import LateChunk, SimulationSummary, summarize_errors
 
 log = logging.getLogger(__name__)
 
@@ -96,379 +93,7 @@ DEFAULT_CHUNK_S = 0.01  # default chunk: 10 ms of signal
 MAX_LATE_LISTED = 20  # late chunks listed individually in the summary
 
 
-def default_source_id(paradigm: str, seed: int) -> str:
-    """The stable default ``source_id`` of a simulated stream, e.g. ``bci-sim-mi-seed0``."""
-    return f"bci-sim-{paradigm}-seed{seed}"
-
-
-# -- the summary --------------------------------------------------------------------------
-@dataclass
-class LateChunk:
-    """A chunk pushed later than the threshold."""
-
-    chunk: int  # index of the chunk (0-based)
-    sample: int  # index of its first sample
-    error_ms: float  # push time - due time
-    generate_ms: float  # time spent generating since the previous push
-
-
-@dataclass
-class SimulationSummary:
-    """What a simulation run did.
-
-    Attributes
-    ----------
-    name, source_id : str
-        The signal stream's LSL name and source id (markers: ``<source_id>-markers``,
-        truth: ``<source_id>-truth``).
-    paradigm, scenario : str
-    seed : int
-    stream_type : str
-        ``EEG``, ``ECoG``, ``Spikes``...
-    channels : int
-    srate : float
-    chunk_size : int
-    t0 : float
-        LSL time of sample 0; sample ``k`` is stamped ``t0 + k / srate`` (plus any
-        transport fault).
-    samples_generated : int
-        Samples generated (including any generated ahead but never pushed).
-    samples_pushed : int
-    chunks_pushed, chunks_dropped, samples_dropped : int
-        Chunks pushed, and those (and their samples) lost to transport faults.
-    markers_sent : int
-    truth_names : list of str
-    duration_s : float
-        Signal time streamed (pushed or dropped samples / ``srate``).
-    wall_s : float
-        Wall time from ``t0`` to the end.
-    stop_reason : str
-        ``duration`` or ``stopped`` (signal, stop event).
-    pacing_ms : dict
-        Pacing error (push time - due time) over every chunk: ``p50``, ``p99``,
-        ``p999``, ``max``, ``mean`` (ms).
-    late_threshold_ms : float
-    late_chunks : int
-        Chunks later than ``late_threshold_ms``.
-    late : list of LateChunk
-        The first of them.
-    generate_ms : dict
-        Time to generate one chunk: ``p50``, ``p99``, ``max`` (ms).
-    feedback_stream : str or None
-    feedback_connected : bool
-    feedback_received : int
-        Feedback samples pulled.
-    feedback_seen : int or None
-        Feedback the simulated user has taken in (it sees it ``delay_s`` later).
-    record : str or None
-        The XDF file written.
-    pacing_errors_s : ndarray, shape (n_chunks,)
-        Every chunk's pacing error (s); not part of :meth:`as_dict`.
-    """
-
-    name: str
-    source_id: str
-    paradigm: str
-    scenario: str
-    seed: int
-    stream_type: str
-    channels: int
-    srate: float
-    chunk_size: int
-    t0: float = math.nan
-    samples_generated: int = 0
-    samples_pushed: int = 0
-    chunks_pushed: int = 0
-    chunks_dropped: int = 0
-    samples_dropped: int = 0
-    markers_sent: int = 0
-    truth_names: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-    wall_s: float = 0.0
-    stop_reason: str = "duration"
-    pacing_ms: dict[str, float] = field(default_factory=dict)
-    late_threshold_ms: float = 1.0
-    late_chunks: int = 0
-    late: list[LateChunk] = field(default_factory=list)
-    generate_ms: dict[str, float] = field(default_factory=dict)
-    feedback_stream: str | None = None
-    feedback_connected: bool = False
-    feedback_received: int = 0
-    feedback_seen: int | None = None
-    record: str | None = None
-    pacing_errors_s: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping (without the per-chunk errors)."""
-        out = asdict(self)
-        out.pop("pacing_errors_s")
-        return _no_nan(out)
-
-
-def _no_nan(value: Any) -> Any:
-    """NaN becomes None, so that the mapping is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
-
-
-def summarize_errors(errors_s: np.ndarray) -> dict[str, float]:
-    """Percentiles of timing errors, in ms.
-
-    Parameters
-    ----------
-    errors_s : ndarray, shape (n,)
-        Errors in seconds.
-
-    Returns
-    -------
-    dict
-        ``p50``, ``p99``, ``p999``, ``max``, ``mean`` in ms (NaN when empty).
-    """
-    if errors_s.size == 0:
-        return {k: math.nan for k in ("p50", "p99", "p999", "max", "mean")}
-    ms = errors_s * 1e3
-    p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
-    return {"p50": float(p50), "p99": float(p99), "p999": float(p999), "max": float(ms.max()),
-            "mean": float(ms.mean())}
-
-
-# -- configuration checks -------------------------------------------------------------------
-def _field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
-    """Inclusive-or-exclusive bounds of a numeric field, from its pydantic metadata."""
-    lo = hi = None
-    info = model.model_fields.get(name)
-    for m in getattr(info, "metadata", ()):
-        for attr in ("ge", "gt"):
-            if getattr(m, attr, None) is not None:
-                lo = getattr(m, attr)
-        for attr in ("le", "lt"):
-            if getattr(m, attr, None) is not None:
-                hi = getattr(m, attr)
-    return lo, hi
-
-
-def _paradigm_model(paradigm: str) -> type[BaseModel]:
-    """The paradigm's parameter model; ConfigError listing the valid (and installed) ones."""
-    from bci_runtime.simulators.paradigms import paradigm_classes
-
-    if paradigm not in PARADIGMS:
-        raise ConfigError(f"unknown paradigm {paradigm!r}; valid paradigms: "
-                          f"{', '.join(PARADIGMS)}", hint="e.g. --paradigm mi")
-    try:
-        return paradigm_classes(paradigm)[1]
-    except ImportError as exc:
-        raise ConfigError(f"paradigm {paradigm!r} is not available in this installation ({exc})",
-                          hint=f"installed paradigms: {', '.join(available_paradigms())}") from None
-
-
-def available_paradigms() -> list[str]:
-    """Paradigms whose generator module can be imported."""
-    import importlib.util
-
-    return [p for p, (mod, _, _) in PARADIGMS.items()
-            if importlib.util.find_spec(f"bci_runtime.simulators.{mod}") is not None]
-
-
-def _check_range(option: str, value: float, lo: float | None, hi: float | None,
-                 what: str) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "" if lo is None else f"{lo:g}"
-        hi_s = "" if hi is None else f"{hi:g}"
-        raise ConfigError(f"{option} must be within [{lo_s}, {hi_s}]{what}, got {value:g}",
-                          hint=f"valid {option}: {lo_s} to {hi_s}")
-
-
-def build_generator(paradigm: str, *, scenario: str = "stationary", channels: int | None = None,
-                    srate: float | None = None, seed: int = 0, rho: float | None = None,
-                    onset_s: float | None = None, ramp_s: float | None = None,
-                    params: dict[str, Any] | None = None,
-                    user: dict[str, Any] | None = None) -> Generator:
-    """The generator ``bci simulate`` streams, with command-line-grade error messages.
-
-    Parameters
-    ----------
-    paradigm : str
-        One of ``mi``, ``ssvep``, ``ecog``, ``population``.
-    scenario : str
-        Drift preset (:data:`~bci_runtime.simulators.drift.PRESETS`).
-    channels, srate : optional
-        Override the paradigm's ``n_channels`` and ``srate``.
-    seed : int
-    rho, onset_s, ramp_s : float, optional
-        Drift preset parameters.
-    params, user : dict, optional
-        Further paradigm and simulated-user parameters.
-
-    Raises
-    ------
-    ConfigError
-        Naming the option, the valid values or range, and what was given.
-    """
-    model = _paradigm_model(paradigm)
-    if scenario not in PRESETS:
-        raise ConfigError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(PRESETS)}",
-                          hint="e.g. --scenario day-to-day")
-    p = dict(params or {})
-    for option, key, value in (("--channels", "n_channels", channels), ("--srate", "srate", srate)):
-        if value is None:
-            continue
-        if key not in model.model_fields:
-            raise ConfigError(f"{option} does not apply to paradigm {paradigm!r} "
-                              f"(its parameters: {', '.join(model.model_fields)})",
-                              hint=f"leave {option} out for {paradigm}")
-        if not math.isfinite(value) or (key == "srate" and value <= 0):
-            raise ConfigError(f"{option} must be a finite number above 0, got {value:g}",
-                              hint=f"e.g. {option} 1000")
-        lo, hi = _field_bounds(model, key)
-        _check_range(option, value, lo, hi, f" for paradigm {paradigm}")
-        p[key] = value
-    drift: dict[str, Any] = {"scenario": scenario}
-    for option, key, value, lo, hi in (("--rho", "rho", rho, 0.0, 1.0),
-                                        ("--onset", "onset_s", onset_s, 0.0, None),
-                                        ("--ramp", "ramp_s", ramp_s, 0.0, None)):
-        if value is None:
-            continue
-        if not math.isfinite(value):
-            raise ConfigError(f"{option} must be a finite number, got {value}",
-                              hint=f"valid {option}: {lo:g} to {'' if hi is None else hi}")
-        _check_range(option, value, lo, hi, "")
-        drift[key] = value
-    return make_generator(paradigm, p, seed=seed, drift=DriftParams.model_validate(drift),
-                          user=user)
-
-
 # -- the streaming --------------------------------------------------------------------------
-def _import_pylsl() -> Any:
-    from bci_runtime.drivers.lsl_common import import_pylsl
-
-    return import_pylsl()
-
-
-class _FeedbackReader:
-    """Resolves a stream by name in a background thread; the loop pulls it without blocking."""
-
-    def __init__(self, pylsl: Any, name: str, classes: list[str]) -> None:
-        self._pylsl = pylsl
-        self.name = name
-        self._classes = list(classes)
-        self._stop = threading.Event()
-        self.inlet: Any = None  # set once connected (a plain assignment: atomic)
-        self.labels: list[str] = []
-        self.is_string = False
-        self.is_classes = False
-        self.received = 0
-        self._thread = threading.Thread(target=self._connect, name="sim-feedback-resolve",
-                                        daemon=True)
-        self._thread.start()
-
-    def _connect(self) -> None:
-        pylsl = self._pylsl
-        while not self._stop.is_set():
-            try:
-                found = pylsl.resolve_byprop("name", self.name, 1, 0.5)
-                if not found:
-                    continue
-                inlet = pylsl.StreamInlet(found[0], max_buflen=10, recover=True)
-                info = inlet.info(timeout=5.0)
-                inlet.open_stream(timeout=5.0)
-            except Exception as exc:  # noqa: BLE001 - keep trying; the stream may come later
-                log.debug("feedback stream %r: %s; retrying", self.name, exc)
-                time.sleep(0.5)
-                continue
-            labels = []
-            ch = info.desc().child("channels").child("channel")
-            while not ch.empty():
-                labels.append(ch.child_value("label"))
-                ch = ch.next_sibling()
-            self.labels = labels
-            self.is_string = info.channel_format() == pylsl.cf_string
-            self.is_classes = bool(self._classes) and sorted(labels) == sorted(self._classes)
-            self.inlet = inlet
-            log.info("feedback stream %r connected (%d channels)", self.name,
-                     info.channel_count())
-            return
-
-    def pull(self) -> list[tuple[float, np.ndarray | str]]:
-        """Everything that arrived, as (arrival LSL time, value); never waits."""
-        inlet = self.inlet
-        if inlet is None:
-            return []
-        try:
-            data, stamps = inlet.pull_chunk(timeout=0.0, max_samples=1024)
-        except Exception as exc:  # noqa: BLE001 - LostError: drop it, never stop the device
-            log.warning("feedback stream %r lost: %s", self.name, exc)
-            self.inlet = None
-            return []
-        if not stamps:
-            return []
-        now = self._pylsl.local_clock()
-        self.received += len(stamps)
-        out: list[tuple[float, np.ndarray | str]] = []
-        for row in data:
-            if self.is_string:
-                out.append((now, str(row[0])))
-            elif self.is_classes:
-                out.append((now, self.labels[int(np.argmax(row))]))
-            else:
-                out.append((now, np.asarray(row, dtype=np.float64)))
-        return out
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.inlet = None
-
-
-class _Recorder:
-    """Writes to an XDF file from a background thread (never blocks the pacing loop)."""
-
-    def __init__(self, path: Path) -> None:
-        from bci_runtime.xdf_writer import XdfWriter
-
-        self.writer = XdfWriter(path)  # ConfigError when the file exists
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sim-record", daemon=True)
-        self._thread.start()
-
-    def put(self, sid: int, data: Any, stamps: np.ndarray) -> None:
-        self._queue.put((sid, data, stamps))
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            try:
-                self.writer.write_samples(*item)
-            except BaseException as exc:  # noqa: BLE001 - reported at the end
-                self.error = exc
-
-    def mark_clock(self, now: float) -> None:
-        """Record a zero clock offset for every stream (they are stamped on this machine's
-        clock), as LabRecorder records offsets; pyxdf expects at least one per stream."""
-        for sid in self.writer.stream_ids:
-            self.writer.write_clock_offset(sid, now, 0.0)
-
-    def close(self, now: float | None = None) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        if now is not None and not self.writer.closed and self.error is None:
-            self.mark_clock(now)
-        self.writer.close()
-
-
 def _desc_xml(paradigm: str, scenario: str, seed: int, model: str) -> str:
     root = ET.Element("root")
     acq = ET.SubElement(root, "acquisition")
@@ -577,7 +202,7 @@ class LslSimulator:
         self._transport_rng = np.random.default_rng(
             np.random.SeedSequence([seed, hash_kind("lsl-transport")]))
         self._ran = False
-        self._rec: _Recorder | None = None
+        self._rec: StreamRecorder | None = None
         self._outlet = self._marker_outlet = self._truth_outlet = None
 
     def request_stop(self) -> None:
@@ -631,7 +256,7 @@ class LslSimulator:
         if self.record_path is None:
             return
         s, g = self.summary, self.gen
-        rec = _Recorder(self.record_path)
+        rec = StreamRecorder(self.record_path)
         try:
             desc = _desc_xml(s.paradigm, s.scenario, s.seed, type(g).__name__)
             self._rec_sig = rec.writer.add_stream(
@@ -649,7 +274,7 @@ class LslSimulator:
                     srate=g.srate, channel_format="float32", source_id=f"{s.source_id}-truth",
                     channel_labels=list(g.truth_names), channel_types="truth",
                     channel_units="a.u.")
-            rec.mark_clock(_import_pylsl().local_clock())
+            rec.mark_clock(import_pylsl().local_clock())
         except BaseException:
             rec.close()
             raise
@@ -701,13 +326,13 @@ class LslSimulator:
             raise RunError("LslSimulator.run() was already called",
                            hint="build a new LslSimulator for another run")
         self._ran = True
-        pylsl = _import_pylsl()
+        pylsl = import_pylsl()
         self._open_recording()
-        feedback: _FeedbackReader | None = None
+        feedback: FeedbackReader | None = None
         try:
             self._open(pylsl)
             if self.feedback_name:
-                feedback = _FeedbackReader(pylsl, self.feedback_name,
+                feedback = FeedbackReader(pylsl, self.feedback_name,
                                            list(getattr(self.gen, "classes", []) or []))
             if self.wait_for_consumers_s > 0:
                 self._wait_consumers()
@@ -732,7 +357,7 @@ class LslSimulator:
                 from self._rec.error
         return self.summary
 
-    def _loop(self, pylsl: Any, feedback: _FeedbackReader | None) -> None:
+    def _loop(self, pylsl: Any, feedback: FeedbackReader | None) -> None:
         s, gen, clock = self.summary, self.gen, pylsl.local_clock
         srate, chunk, n_total = float(gen.srate), self.chunk_size, self.n_total
         drift = gen.drift if gen.drift is not None and gen.drift.transport else None

@@ -26,8 +26,9 @@ import pytest
 
 from bci_runtime.cli import main as cli_main
 from bci_runtime.errors import ConfigError
-from bci_runtime.simulators.lsl_mode import (SimulationSummary, build_generator,
-                                             default_source_id, run_simulation)
+from bci_runtime.simulators.lsl_mode import run_simulation
+from bci_runtime.simulators.simulate_options import build_generator, default_source_id
+from bci_runtime.simulators.stream_summary import SimulationSummary
 
 pylsl = pytest.importorskip("pylsl")
 
