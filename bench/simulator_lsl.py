@@ -123,7 +123,7 @@ def _receiver(source_id: str, srate: float, channels: int, ctrl: Any, out: Any) 
 
 # -- section 1: the LSL stream ------------------------------------------------------------
 def stream_bench(duration: float, channels: int, srate: float, chunk_size: int,
-                 progress: Any) -> dict[str, Any]:
+                 progress: Any, realtime: bool = False) -> dict[str, Any]:
     from bci_runtime.simulators.lsl_mode import run_simulation
     from bci_runtime.simulators.simulate_options import available_paradigms
 
@@ -139,7 +139,8 @@ def stream_bench(duration: float, channels: int, srate: float, chunk_size: int,
     proc = ctx.Process(target=_receiver, args=(source_id, srate, ch, ctrl, out), daemon=True)
     proc.start()
     result: dict[str, Any] = {"paradigm": paradigm, "channels": ch, "srate": srate,
-                              "chunk_size": chunk_size, "duration_s": duration, "note": note}
+                              "chunk_size": chunk_size, "duration_s": duration, "note": note,
+                              "realtime_requested": realtime}
     try:
         stop = threading.Event()
 
@@ -150,7 +151,8 @@ def stream_bench(duration: float, channels: int, srate: float, chunk_size: int,
 
         summary = run_simulation(paradigm, channels=ch, srate=srate, duration=duration, seed=7,
                                  chunk_size=chunk_size, source_id=source_id, stop=stop,
-                                 wait_for_consumers_s=60.0, on_start=on_start)
+                                 wait_for_consumers_s=60.0, on_start=on_start,
+                                 realtime=realtime)
         ctrl.put(summary.samples_pushed)
         rx: dict[str, Any] = {}
         deadline = time.monotonic() + 120.0
@@ -179,6 +181,7 @@ def stream_bench(duration: float, channels: int, srate: float, chunk_size: int,
                      and rx.get("t0") == summary.t0),
         "pacing_ms": {k: pace[k] for k in ("p50", "p99", "p999", "max")},
         "late_chunks": summary.late_chunks, "late_threshold_ms": summary.late_threshold_ms,
+        "realtime": summary.realtime,
         # per late chunk: how late, and how long generation took since the previous push
         # (small: the OS or the machine held the process, not the generator)
         "late_examples": [{"chunk": c.chunk, "error_ms": c.error_ms,
@@ -223,6 +226,8 @@ def main() -> int:
                         help="skip the in-process generation speed")
     parser.add_argument("--inprocess-seconds", type=float, default=600.0,
                         help="signal seconds generated in-process (default 600)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="pace under SCHED_FIFO, as `bci simulate --realtime`")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
     for name in ("duration", "srate", "inprocess_seconds"):
@@ -237,7 +242,7 @@ def main() -> int:
         report["inprocess"] = inprocess_bench(args.inprocess_seconds)
     if not args.inprocess:
         report["lsl"] = stream_bench(args.duration, args.channels, args.srate, args.chunk_size,
-                                     progress)
+                                     progress, args.realtime)
     if not args.json:
         if "inprocess" in report:
             r = report["inprocess"]

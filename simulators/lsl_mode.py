@@ -80,6 +80,7 @@ import numpy as np
 
 from bci_runtime.errors import ConfigError, RunError
 from bci_runtime.lsl import import_pylsl
+from bci_runtime.realtime import realtime_priority
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import hash_kind
 from bci_runtime.simulators.lsl_io import FeedbackReader, StreamRecorder
@@ -140,6 +141,9 @@ class LslSimulator:
         A chunk pushed later than this after its due time counts as late.
     spin_s : float
         The wait sleeps until this long before a deadline, then spins.
+    realtime : bool
+        Run the pacing loop under ``SCHED_FIFO`` when the system allows it
+        (fewer late pushes on a busy machine); a warning otherwise.
     max_ahead_s : float
         Signal generated at most this far ahead of the chunk being pushed, when
         there is time (so an occasional slow chunk does not delay a push).
@@ -159,7 +163,7 @@ class LslSimulator:
                  record: str | os.PathLike[str] | None = None,
                  feedback_stream: str | None = None, stop: threading.Event | None = None,
                  wait_for_consumers_s: float = 0.0, wait_streams: tuple[str, ...] = ("signal",),
-                 late_threshold_s: float = 1e-3, spin_s: float = 3e-4,
+                 late_threshold_s: float = 1e-3, spin_s: float = 3e-4, realtime: bool = False,
                  max_ahead_s: float = 0.05, linger_s: float = 0.5,
                  on_start: Callable[[SimulationSummary], None] | None = None) -> None:
         if duration is not None and not (math.isfinite(duration) and duration > 0):
@@ -188,6 +192,7 @@ class LslSimulator:
         self.wait_streams = tuple(wait_streams)
         self.late_threshold_s = float(late_threshold_s)
         self.spin_s = float(spin_s)
+        self.realtime = bool(realtime)
         self.max_ahead_s = max(0.0, float(max_ahead_s))
         self.linger_s = max(0.0, float(linger_s))
         self.on_start = on_start
@@ -341,7 +346,9 @@ class LslSimulator:
             # which otherwise stall the pacing loop by a few ms every few seconds.
             gc.freeze()
             try:
-                self._loop(pylsl, feedback)
+                with realtime_priority(self.realtime) as granted:
+                    self.summary.realtime = granted
+                    self._loop(pylsl, feedback)
             finally:
                 gc.unfreeze()
         finally:
@@ -476,6 +483,7 @@ def run_simulation(paradigm: str = "mi", *, scenario: str = "stationary",
                    wait_for_consumers_s: float = 0.0,
                    wait_streams: tuple[str, ...] = ("signal",), late_threshold_s: float = 1e-3,
                    spin_s: float = 3e-4, max_ahead_s: float = 0.05, linger_s: float = 0.5,
+                   realtime: bool = False,
                    on_start: Callable[[SimulationSummary], None] | None = None
                    ) -> SimulationSummary:
     """Stream a simulated paradigm over LSL in real time; what ``bci simulate`` runs.
@@ -506,7 +514,8 @@ def run_simulation(paradigm: str = "mi", *, scenario: str = "stationary",
     generator : Generator, optional
         Stream this generator instead of building one (``paradigm``, ``scenario``
         and ``seed`` then only label the stream).
-    stop, wait_for_consumers_s, wait_streams, late_threshold_s, spin_s, max_ahead_s, linger_s
+    stop, wait_for_consumers_s, wait_streams, late_threshold_s, spin_s, max_ahead_s, linger_s, \
+realtime
         See :class:`LslSimulator`.
 
     Returns
@@ -530,5 +539,6 @@ def run_simulation(paradigm: str = "mi", *, scenario: str = "stationary",
                        record=record, feedback_stream=feedback_stream, stop=stop,
                        wait_for_consumers_s=wait_for_consumers_s, wait_streams=wait_streams,
                        late_threshold_s=late_threshold_s, spin_s=spin_s,
-                       max_ahead_s=max_ahead_s, linger_s=linger_s, on_start=on_start)
+                       max_ahead_s=max_ahead_s, linger_s=linger_s, realtime=realtime,
+                       on_start=on_start)
     return sim.run()

@@ -61,6 +61,8 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    "(default 30)")
     p.add_argument("--ramp", type=float, help="seconds the drift takes to reach full size "
                    "(default 60)")
+    p.add_argument("--realtime", action="store_true", help="pace under real-time scheduling "
+                   "(SCHED_FIFO) when the system allows it: fewer late chunks on a busy machine")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.set_defaults(handler=run)
 
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     sim = LslSimulator(generator, paradigm=args.paradigm, scenario=args.scenario, seed=args.seed,
                        duration=args.duration, chunk_size=args.chunk_size, name=args.name,
                        source_id=args.source_id, record=args.record,
-                       feedback_stream=args.feedback_stream, stop=stop)
+                       feedback_stream=args.feedback_stream, stop=stop,
+                       realtime=args.realtime)
 
     def on_start(s: SimulationSummary) -> None:
         if args.json:

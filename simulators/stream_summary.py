@@ -71,6 +71,8 @@ class SimulationSummary:
         Feedback the simulated user has taken in (it sees it ``delay_s`` later).
     record : str or None
         The XDF file written.
+    realtime : bool
+        Whether the pacing loop ran under real-time scheduling.
     pacing_errors_s : ndarray, shape (n_chunks,)
         Every chunk's pacing error (s); not part of :meth:`as_dict`.
     """
@@ -105,6 +107,7 @@ class SimulationSummary:
     feedback_received: int = 0
     feedback_seen: int | None = None
     record: str | None = None
+    realtime: bool = False
     pacing_errors_s: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
