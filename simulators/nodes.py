@@ -217,10 +217,11 @@ class SimulatedSsvep(SimulatorSource):
 
 
 class SimulatedEcog(SimulatorSource):
-    """ECoG grid whose high-gamma power is cosine-tuned to intended cursor velocity.
+    """ECoG grid whose high gamma encodes cursor velocity or finger flexion (``kinematics``).
 
-    Runs the center-out task with the simulated user; truth: intended velocity,
-    cursor and target. Connect a decoded velocity to ``feedback`` to close the loop.
+    ``kinematics: cursor`` runs the center-out task with the simulated user (truth:
+    intended velocity, cursor and target; feed a decoded velocity back); ``fingers``
+    runs cued finger flexions (truth: flexion of each finger; feed class scores back).
     """
 
     type_name = "simulated_ecog"
