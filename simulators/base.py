@@ -155,3 +155,20 @@ def require_within(value: float, bounds: tuple[float, float], message: str) -> f
     if not lo <= value <= hi:
         raise ValueError(message.format(lo=f"{lo:g}", hi=f"{hi:g}") + f", got {value:g}")
     return value
+
+
+def require_low_high(pair: tuple[float, float], bounds: tuple[float, float], name: str,
+                     unit: str = "", low_open: bool = False) -> tuple[float, float]:
+    """Return a ``(low, high)`` range when ``bounds[0] <= low <= high <= bounds[1]``.
+
+    With ``low_open`` the lower bound is exclusive. Raises a ValueError naming the
+    field, the valid range and what was given.
+    """
+    lo, hi = pair
+    floor, ceiling = bounds
+    low_ok = floor < lo if low_open else floor <= lo
+    if not (low_ok and lo <= hi <= ceiling):
+        sign = "<" if low_open else "<="
+        raise ValueError(f"{name} must be (low, high) with {floor:g} {sign} low <= high <= "
+                         f"{ceiling:g}{unit}, got {list(pair)}")
+    return pair

@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import signal as sps
 
 from bci_runtime.errors import RunError
-from bci_runtime.simulators.base import Block, require_within
+from bci_runtime.simulators.base import Block, require_low_high, require_within
 from bci_runtime.simulators.cursor_task import CursorTaskGenerator, check_drift
 from bci_runtime.simulators.drift import Drift, DriftEffects, hash_kind, rotate_2d
 from bci_runtime.simulators.fingers import FINGERS, FingerTask, FingerTaskParams, Somatotopy
@@ -142,11 +142,7 @@ class EcogParams(BaseModel):
     @field_validator("depth")
     @classmethod
     def _depth_range(cls, depth: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = depth
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"depth must be (low, high) with 0 <= low <= high <= 1, got "
-                             f"{list(depth)}")
-        return depth
+        return require_low_high(depth, (0.0, 1.0), "depth")
 
 
 def grid_positions(n: int, pitch_mm: float) -> np.ndarray:

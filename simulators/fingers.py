@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bci_runtime.simulators.base import require_low_high
 from bci_runtime.simulators.tasks import CuedTrials, TrialTiming
 
 FINGERS = ("thumb", "index", "middle", "ring", "little")
@@ -64,29 +65,17 @@ class FingerTaskParams(BaseModel):
     @field_validator("rate_hz")
     @classmethod
     def _rate_range(cls, rate: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = rate
-        if not 0.2 <= lo <= hi <= 5.0:
-            raise ValueError(f"rate_hz must be (low, high) with 0.2 <= low <= high <= 5 Hz, "
-                             f"got {list(rate)}")
-        return rate
+        return require_low_high(rate, (0.2, 5.0), "rate_hz", " Hz")
 
     @field_validator("amplitude")
     @classmethod
     def _amplitude_range(cls, amp: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = amp
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"amplitude must be (low, high) with 0 < low <= high <= 1, got "
-                             f"{list(amp)}")
-        return amp
+        return require_low_high(amp, (0.0, 1.0), "amplitude", low_open=True)
 
     @field_validator("depth")
     @classmethod
     def _depth_range(cls, depth: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = depth
-        if not 0.0 <= lo <= hi <= 3.0:
-            raise ValueError(f"depth must be (low, high) with 0 <= low <= high <= 3, got "
-                             f"{list(depth)}")
-        return depth
+        return require_low_high(depth, (0.0, 3.0), "depth")
 
     @model_validator(mode="after")
     def _one_flexion_fits(self) -> FingerTaskParams:

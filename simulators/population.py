@@ -25,9 +25,9 @@ The task, the user and the ground truth are those of
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bci_runtime.simulators.base import Block, require_within
+from bci_runtime.simulators.base import Block, require_low_high, require_within
 from bci_runtime.simulators.cursor_task import CursorTaskGenerator
 from bci_runtime.simulators.drift import Drift, DriftEffects
 from bci_runtime.simulators.tasks import CenterOutParams
@@ -74,12 +74,8 @@ class PopulationParams(BaseModel):
 
     @field_validator("baseline_hz", "depth_hz")
     @classmethod
-    def _rate_range(cls, rates: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = rates
-        if not 0.0 <= lo <= hi <= 500.0:
-            raise ValueError(f"give (low, high) rates with 0 <= low <= high <= 500 Hz, got "
-                             f"{list(rates)}")
-        return rates
+    def _rate_range(cls, rates: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        return require_low_high(rates, (0.0, 500.0), str(info.field_name), " Hz")
 
 
 class PopulationGenerator(CursorTaskGenerator):
