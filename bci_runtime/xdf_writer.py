@@ -255,6 +255,7 @@ class XdfWriter:
         channel_types: Sequence[str] | str | None = None,
         channel_units: Sequence[str] | str | None = None,
         desc_xml: str | None = None,
+        header_xml: str | None = None,
     ) -> int:
         """Declare a stream and write its StreamHeader chunk (then fsync).
 
@@ -283,6 +284,14 @@ class XdfWriter:
             Extra XML elements to put inside ``<desc>``, e.g.
             ``"<acquisition><manufacturer>X</manufacturer></acquisition>"``.
             Must not contain ``<channels>`` when channel metadata is given.
+        header_xml : str, optional
+            A complete StreamHeader XML document (root ``<info>``), written as
+            given instead of the header built from the arguments above; a
+            recorder passes LSL's full ``inlet.info().as_xml()`` here, as
+            LabRecorder does. Its ``channel_count`` and ``channel_format`` must
+            equal the arguments (which still define how samples are written);
+            ``channel_labels``, ``channel_types``, ``channel_units`` and
+            ``desc_xml`` cannot be combined with it.
 
         Returns
         -------
@@ -351,6 +360,10 @@ class XdfWriter:
                          "arguments or desc_xml",
                 )
 
+        header = None if header_xml is None else self._header_bytes(
+            where, header_xml, channel_count, channel_format,
+            has_meta or desc_xml is not None)
+
         with self._lock:
             self._check_open("add_stream")
             sid = self._next_id
@@ -375,7 +388,7 @@ class XdfWriter:
                         if values is not None:
                             _sub(channel, key, values[ch])
             desc.extend(extra_desc)
-            body = _UINT32.pack(sid) + _xml_text(info)
+            body = _UINT32.pack(sid) + (_xml_text(info) if header is None else header)
             self._write(_chunk(_TAG_STREAM_HEADER, body))
             self._fsync()
             self._next_id += 1
@@ -543,6 +556,37 @@ class XdfWriter:
             raise ConfigError(f"{where}: {arg}[{bad[0]}]={out[bad[0]]!r} is not a str",
                               hint="convert every entry to str")
         return out
+
+    @staticmethod
+    def _header_bytes(where: str, header_xml: Any, channel_count: int, channel_format: str,
+                      other_meta: bool) -> bytes:
+        """Check a caller's full StreamHeader XML; its UTF-8 bytes with an XML declaration."""
+        if not isinstance(header_xml, str):
+            raise ConfigError(f"{where}: header_xml must be a str (an <info> XML document)",
+                              hint="pass e.g. inlet.info().as_xml()")
+        if other_meta:
+            raise ConfigError(f"{where}: header_xml cannot be combined with channel_labels, "
+                              "channel_types, channel_units or desc_xml",
+                              hint="put the channel metadata inside header_xml's <desc>")
+        try:
+            root = ET.fromstring(header_xml)
+        except (ET.ParseError, ValueError) as exc:
+            raise ConfigError(f"{where}: header_xml is not well-formed XML: {exc}",
+                              hint="pass a complete <info>...</info> document") from None
+        if root.tag != "info":
+            raise ConfigError(f"{where}: header_xml's root element is <{root.tag}>, "
+                              "expected <info>", hint="pass a complete <info> document")
+        for key, expected in (("channel_count", str(channel_count)),
+                              ("channel_format", channel_format)):
+            got = (root.findtext(key) or "").strip()
+            if got != expected:
+                raise ConfigError(f"{where}: header_xml has <{key}>{got}</{key}> but "
+                                  f"{key}={expected!r} was passed",
+                                  hint="describe the samples the same way in both")
+        text = header_xml.lstrip("\ufeff")
+        if not text.lstrip().startswith("<?xml"):
+            text = _XML_DECL + text
+        return text.encode("utf-8")
 
     def _stream(self, stream_id: int, method: str) -> _Stream:
         try:
