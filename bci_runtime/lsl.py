@@ -1,7 +1,9 @@
-"""Conversions between LSL stream infos and runtime stream specs."""
+"""LSL glue: loading pylsl, stream infos ↔ runtime specs, closing outlets safely."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from bci_runtime.errors import DependencyError
@@ -21,6 +23,23 @@ def import_pylsl() -> Any:
             hint="pip install pylsl (its wheels bundle liblsl)",
         ) from exc
     return pylsl
+
+
+OUTLET_LINGER_S = 0.5
+
+
+def linger_for_consumers(outlets: Iterable[Any], linger_s: float = OUTLET_LINGER_S) -> None:
+    """Before outlets are destroyed, let connected inlets drain (at most ``linger_s``).
+
+    liblsl drops what is still in flight when an outlet is destroyed, and
+    destroying one mid-transfer to a connected inlet can crash inside liblsl
+    (sccn/liblsl#218). Returns as soon as no outlet has consumers (checked every
+    50 ms). Closing is never on the data path.
+    """
+    live = [o for o in outlets if o is not None]
+    deadline = time.monotonic() + linger_s
+    while time.monotonic() < deadline and any(o.have_consumers() for o in live):
+        time.sleep(0.05)
 
 
 def spec_to_info(spec: StreamSpec, source_id: str | None = None) -> Any:

@@ -11,8 +11,8 @@ from pydantic import Field
 
 from bci_runtime.chunk import AnyChunk, EventChunk
 from bci_runtime.labels import LabelTracker, Span
+from bci_runtime.lsl import import_pylsl, linger_for_consumers, spec_to_info
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams
-from bci_runtime.lsl import import_pylsl, spec_to_info
 
 
 class FeedbackParams(NodeParams):
@@ -118,4 +118,5 @@ class Feedback(Node):
                 "chance": 1.0 / len(self._classes)}
 
     def close(self) -> None:
+        linger_for_consumers([getattr(self, "_outlet", None)])  # None if open failed
         self._outlet = None

@@ -10,9 +10,9 @@ from pydantic import Field, model_validator
 
 from bci_runtime.chunk import AnyChunk, Chunk
 from bci_runtime.errors import SpecMismatchError, StreamNotFoundError
+from bci_runtime.lsl import import_pylsl, info_to_spec
 from bci_runtime.node import BlockingSource, NodeContext, NodeParams, Output
 from bci_runtime.spec import StreamSpec
-from bci_runtime.lsl import import_pylsl, info_to_spec
 
 READ_SPAN_S = 0.1  # at most this much signal per read: pylsl allocates a buffer this size
 

@@ -9,9 +9,9 @@ import numpy as np
 from pydantic import Field
 
 from bci_runtime.chunk import AnyChunk, EventChunk
+from bci_runtime.lsl import import_pylsl, linger_for_consumers, spec_to_info
 from bci_runtime.node import Input, Node, NodeContext, NodeParams
 from bci_runtime.spec import StreamSpec
-from bci_runtime.lsl import import_pylsl, spec_to_info
 
 
 class LslOutletParams(NodeParams):
@@ -29,6 +29,10 @@ class _OutletBase(Node):
         spec = spec.with_changes(name=p.name or spec.name, type=p.type or spec.type)
         source_id = p.source_id or f"bci-runtime-{self.name}-{os.getpid()}"
         return spec_to_info(spec, source_id)
+
+    def close(self) -> None:
+        linger_for_consumers([getattr(self, "_outlet", None)])  # None if open failed
+        self._outlet = None
 
 
 class LslOutlet(_OutletBase):
@@ -53,9 +57,6 @@ class LslOutlet(_OutletBase):
         self._outlet.push_chunk(data, chunk.timestamps.tolist(), pushthrough=True)
         return None
 
-    def close(self) -> None:
-        self._outlet = None
-
 
 class LslMarkerOutlet(_OutletBase):
     """Publishes an event stream (markers, cues) as an LSL string outlet."""
@@ -73,7 +74,3 @@ class LslMarkerOutlet(_OutletBase):
         for marker, ts in zip(markers, chunk.timestamps.tolist()):
             self._outlet.push_sample([marker], ts)
         return None
-
-    def close(self) -> None:
-        self._outlet = None
-

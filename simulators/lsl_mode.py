@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 
 from bci_runtime.errors import ConfigError, RunError
-from bci_runtime.lsl import import_pylsl
+from bci_runtime.lsl import import_pylsl, linger_for_consumers
 from bci_runtime.realtime import realtime_priority
 from bci_runtime.simulators.base import Block, Generator
 from bci_runtime.simulators.drift import hash_kind
@@ -300,10 +300,8 @@ class LslSimulator:
     def _linger(self) -> None:
         """Keep the outlets a moment while inlets are connected: liblsl drops what is in
         flight when an outlet is destroyed."""
-        outlets = [o for o in (self._outlet, self._marker_outlet, self._truth_outlet)
-                   if o is not None]
-        if self.linger_s and any(o.have_consumers() for o in outlets):
-            time.sleep(self.linger_s)
+        linger_for_consumers((self._outlet, self._marker_outlet, self._truth_outlet),
+                             self.linger_s)
 
     # -- the pacing loop -----------------------------------------------------------------
     def _wait_until(self, deadline: float, clock: Callable[[], float]) -> float:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 
+import nodes_for_tests
 import pytest
 
 from bci_runtime.graph import Graph, load_graph_text
 from bci_runtime.registry import register_node
-
-import nodes_for_tests
 
 for _cls in nodes_for_tests.TEST_NODES:
     register_node(_cls)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from nodes_for_tests import attach_log
 
 from bci_runtime.cli import demo_pipeline_path
 from bci_runtime.errors import BadChunkError, NodeError, PipelineError
@@ -16,8 +17,6 @@ from bci_runtime.graph import Graph, load_graph_text
 from bci_runtime.runner import Runner, RunResult
 from bci_runtime.session import Session
 from bci_runtime.summary import build_summary
-
-from nodes_for_tests import attach_log
 
 
 def run(graph: Graph, **kwargs) -> tuple[RunResult, list[tuple[str, dict]]]:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from nodes_for_tests import configure_alone
 from pydantic import ValidationError
 from scipy import signal as sps
 
@@ -17,8 +18,6 @@ from bci_runtime.pipelines.filters import Bandpass
 from bci_runtime.pipelines.windows import LogVariance
 from bci_runtime.simulators.nodes import SimulatedEeg
 from bci_runtime.spec import StreamSpec
-
-from nodes_for_tests import configure_alone
 
 
 def signal_spec(n_channels: int = 4, srate: float = 250.0, dtype: str = "float64") -> StreamSpec:

@@ -23,9 +23,9 @@ from bci_runtime.simulators.drift import (
     rotate_2d,
 )
 from bci_runtime.simulators.ecog import EcogGenerator, EcogParams, shift_offset
-from bci_runtime.simulators.scalp import RAIL_V
 from bci_runtime.simulators.paradigms import make_generator
 from bci_runtime.simulators.population import PopulationGenerator, PopulationParams
+from bci_runtime.simulators.scalp import RAIL_V
 from bci_runtime.simulators.user import UserParams
 
 

@@ -12,6 +12,7 @@ import mne
 import numpy as np
 import pytest
 from mne.decoding import CSP
+from nodes_for_tests import configure_alone
 from scipy import signal as sps
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.pipeline import make_pipeline
@@ -20,12 +21,10 @@ from bci_runtime.errors import ConfigError
 from bci_runtime.node import NodeContext
 from bci_runtime.simulators.drift import Drift, DriftEffects, Transport, preset
 from bci_runtime.simulators.motor_imagery import MotorImageryEeg, MotorImageryParams
-from bci_runtime.simulators.scalp import RAIL_V
 from bci_runtime.simulators.nodes import SimulatedEeg
 from bci_runtime.simulators.paradigms import make_generator
+from bci_runtime.simulators.scalp import RAIL_V
 from bci_runtime.simulators.user import SimulatedUser, UserParams
-
-from nodes_for_tests import configure_alone
 
 mne.set_log_level("ERROR")
 FS = 250.0
