@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "run", "Run a pipeline file.",
              "  bci run pipelines/demo.yaml\n"
-             "  bci run my.yaml --duration 120 --session-dir sessions/sub-01\n"
+             "  bci run my.yaml --duration 120 --subject P003   # sessions/sub-P003/ses-NN\n"
              "  bci run my.yaml --clock simulated --json\n")
     p.add_argument("pipeline", type=Path, help="pipeline YAML file")
     p.add_argument("--duration", type=float, help="seconds (default: the file's, else until "
@@ -114,8 +114,12 @@ def positive(kind: type) -> Any:
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--session-dir", type=Path, help="session folder (default "
-                   "sessions/<time>_<pipeline>)")
+    p.add_argument("--subject", default="01", metavar="ID",
+                   help="pseudonymous subject id, letters and digits (default 01)")
+    p.add_argument("--sessions-root", type=Path, default=Path("sessions"), metavar="DIR",
+                   help="where sessions are kept: DIR/sub-<ID>/ses-<NN>/ (default ./sessions)")
+    p.add_argument("--session-dir", type=Path, metavar="DIR",
+                   help="exact session folder instead (must be new or empty)")
     p.add_argument("--seed", type=int, help="override the pipeline seed")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
 
@@ -231,8 +235,14 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
                                   f"{e['msg']} (got {e.get('input')!r})") for e in exc.errors()]
             raise PipelineError(issues) from None
     graph = build_graph(config, lines, str(path))
-    session = Session(graph.resolved_config(), str(path), args.session_dir)
+    session = Session(graph.resolved_config(), str(path), args.session_dir,
+                      root=args.sessions_root, subject=args.subject)
     runner = Runner(graph, emit_event=session.log_event, session_dir=session.dir)
+    try:
+        runner.tap = session.start_recording(graph, on_error=runner.fail).tap
+    except BciError as exc:
+        session.finalize("failed", {}, error=str(exc))
+        raise
 
     if not args.json:
         clock = "simulated clock" if config.clock == "simulated" else "live clock"

@@ -178,6 +178,18 @@ class Executor:
                                    remote.send_barrier if remote is not None else noop)
         self.drained = threading.Event()
         self.barrier_done = threading.Event()
+        # ``tap(node, outputs, now, read)`` sees every emission (the session recording);
+        # it must only queue. Outputs of remote nodes are seen when they arrive here.
+        self.tap: Callable[[str, Mapping[str, AnyChunk], float, bool], None] | None = None
+        self._tapped_edges = self._first_edge_per_remote_port(graph)
+
+    def _first_edge_per_remote_port(self, graph: Graph) -> set[int]:
+        """One incoming edge per remote (node, port), so its chunks are tapped once."""
+        first: dict[tuple[str, str], int] = {}
+        for edge_id, e in enumerate(graph.edges):
+            if e.dst in self.index and e.src not in self.index:
+                first.setdefault((e.src, e.src_port), edge_id)
+        return set(first.values())
 
     # -- entry points ------------------------------------------------------------------
     def dispatch_source(self, name: str, outputs: Mapping[str, AnyChunk]) -> None:
@@ -199,6 +211,8 @@ class Executor:
         with self._lock:
             if self.failure is not None:
                 return
+            if self.tap is not None:
+                self.tap(name, outputs, now, True)
             valid: list[tuple[str, AnyChunk]] = []
             for port, chunk in outputs.items():
                 problem = chunk.problem()
@@ -229,6 +243,8 @@ class Executor:
                 return
             if now is not None and self.clock.simulated:
                 self.clock.advance_to(now)  # type: ignore[attr-defined]
+            if self.tap is not None and edge_id in self._tapped_edges:
+                self.tap(e.src, {e.src_port: chunk}, self.clock.now(), False)
             self._pending[self.index[e.dst]].append((e.dst_port, chunk))
             self._run(base, wall)
 
@@ -351,6 +367,8 @@ class Executor:
                 t.processing.add(t1 - t0)
                 if out:
                     t.latency.add(base + (t1 - wall))
+                    if self.tap is not None:
+                        self.tap(node.name, out, now, False)
                     for out_port, out_chunk in out.items():
                         self._route(idx, out_port, out_chunk, base, wall, now)
                 elif is_sink[idx] and not isinstance(chunk, EventChunk):

@@ -15,10 +15,11 @@ import multiprocessing as mp
 import shutil
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
@@ -118,11 +119,18 @@ class Runner:
         ``emit_event(kind, **fields)``, e.g. :meth:`Session.log_event`.
     session_dir : Path, optional
         Handed to nodes (and workers).
+    tap : callable, optional
+        ``tap(node, outputs, now, read)`` sees every chunk the main process's nodes
+        emit, and what arrives from workers (the session recording); it must only
+        queue.
     """
 
     def __init__(self, graph: Graph, duration: float | None = None,
                  emit_event: Callable[..., None] | None = None,
-                 session_dir: Path | None = None) -> None:
+                 session_dir: Path | None = None,
+                 tap: Callable[[str, Mapping[str, Any], float, bool], None] | None = None
+                 ) -> None:
+        self.tap = tap
         self.graph = graph
         self.duration = duration if duration is not None else graph.config.duration
         self.emit_event = emit_event or (lambda kind, **fields: None)
@@ -168,6 +176,10 @@ class Runner:
         if done:
             self.all_sources_done.set()
             self._wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the run as failed with ``exc`` (from any thread; the first failure wins)."""
+        self._on_failure(exc)
 
     def _on_failure(self, exc: BaseException) -> None:
         if not isinstance(exc, BciError):
@@ -345,6 +357,7 @@ class Runner:
                 self.runtime.open(sender, self._spec_in, self._route_spec)
             else:
                 self.runtime.open()
+            self.runtime.executor.tap = self.tap  # type: ignore[union-attr]
             if receiver is not None:
                 executor = self.runtime.executor
 

@@ -1,39 +1,106 @@
-"""Session folders: resolved configuration, manifest, events log, summary.
+"""Session folders: resolved configuration, manifest, events log, recording, summary.
 
-Layout of one session folder::
+Sessions are laid out like BIDS, one folder per run, numbered per subject and
+never overwritten::
 
-    config.yaml      the resolved pipeline (defaults filled in)
-    manifest.json    code version, configuration hash, seed, processes, start/stop, status
-    events.jsonl     one JSON object per line: start, bad chunks, training, errors, stop
-    summary.json     the run's figures (samples, decisions, accuracy, latency)
+    sessions/sub-<subject>/ses-<NN>/
+        config.yaml      the resolved pipeline (defaults filled in)
+        manifest.json    code version, configuration hash, seeds, devices, streams,
+                         models, processes, start/stop, exit status, SHA-256 of every file
+        events.jsonl     one JSON object per line: start, bad chunks, training, errors, stop
+        sub-<subject>_ses-<NN>_task-<pipeline>_recording.xdf
+                         every stream of the run (see :mod:`bci_runtime.session_recording`)
+        summary.json     the run's figures (samples, decisions, accuracy, latency)
+        SHA256SUMS       ``sha256sum -c`` checks every file, the manifest included
 
 Files are written as the run goes: the manifest at start (status ``running``),
-events as they happen (written by a writer thread, off the graph's hot path,
-flushed at once and fsynced within a second), so a crash keeps everything up to
-the last second.
+events and the recording as they happen (by writer threads, off the graph's hot
+path, fsynced within a second), so a crash keeps everything up to the last
+second.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
 import platform
 import queue
+import re
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from bci_runtime import __version__
 from bci_runtime.config import PipelineConfig
+from bci_runtime.disk_space import check_free_space, required_free_bytes
 from bci_runtime.errors import ConfigError
+from bci_runtime.session_recording import SessionRecorder
+
+if TYPE_CHECKING:
+    from bci_runtime.graph import Graph
 
 FSYNC_INTERVAL_S = 1.0
+LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+SESSION_RE = re.compile(r"^ses-(\d+)$")
+CHECKSUMS = "SHA256SUMS"
+_XDF_FORMATS = {"float32": "float32", "float64": "double64", "string": "string"}
+
+
+def check_label(kind: str, value: str) -> str:
+    """``value`` if it is a BIDS label (letters and digits only), else a ConfigError."""
+    if not LABEL_RE.match(value):
+        raise ConfigError(f"{kind} id '{value}' is not a BIDS label",
+                          hint=f"use letters and digits only for the {kind} id, e.g. '01' "
+                               "or 'P003'")
+    return value
+
+
+def bids_label(text: str) -> str:
+    """``text`` reduced to a BIDS label (letters and digits), e.g. a pipeline name as task."""
+    return re.sub(r"[^A-Za-z0-9]", "", text) or "run"
+
+
+def new_session_dir(root: Path, subject: str) -> Path:
+    """Create and return ``root/sub-<subject>/ses-<NN>``, NN one more than the last one.
+
+    Creation is atomic (``mkdir`` without ``exist_ok``), so two runs started at
+    once get two sessions and nothing is ever overwritten.
+    """
+    check_label("subject", subject)
+    subject_dir = Path(root) / f"sub-{subject}"
+    try:
+        subject_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for p in subject_dir.iterdir()
+                   if (m := SESSION_RE.match(p.name))]
+        n = max(numbers, default=0) + 1
+        while True:
+            candidate = subject_dir / f"ses-{n:02d}"
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                n += 1
+    except OSError as exc:
+        raise ConfigError(f"cannot create a session folder under '{subject_dir}': "
+                          f"{exc.strerror or exc}",
+                          hint="check the path and its permissions, or choose another "
+                               "--sessions-root") from None
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def code_version() -> dict[str, Any]:
@@ -88,42 +155,65 @@ class Session:
     source_file : str
         Where the configuration came from.
     directory : Path, optional
-        Exact folder to use (must be absent or empty); default
-        ``sessions/<UTC time>_<pipeline name>``.
+        Exact folder to use (must be absent or empty); default the next
+        ``<root>/sub-<subject>/ses-<NN>``.
     root : Path
-        Parent of the default folder.
+        Where subjects' folders live.
+    subject : str
+        Pseudonymous subject id (a BIDS label: letters and digits).
     """
 
     def __init__(self, config: PipelineConfig, source_file: str, directory: Path | None = None,
-                 root: Path = Path("sessions")) -> None:
+                 root: Path = Path("sessions"), subject: str = "01") -> None:
+        check_label("subject", subject)
         if directory is None:
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            directory = root / f"{stamp}_{config.name}"
-        directory = Path(directory)
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise ConfigError(
-                f"session folder '{directory}' already exists and is not empty",
-                hint="choose a new --session-dir (sessions are never overwritten)",
-            )
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create session folder '{directory}': {exc}",
-                              hint="check the path and its permissions") from None
+            directory = new_session_dir(root, subject)
+        else:
+            directory = Path(directory)
+            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+                raise ConfigError(
+                    f"session folder '{directory}' already exists and is not empty",
+                    hint="choose a new --session-dir (sessions are never overwritten)",
+                )
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create session folder '{directory}': "
+                                  f"{exc.strerror or exc}",
+                                  hint="check the path and its permissions") from None
+        if not os.access(directory, os.W_OK):
+            raise ConfigError(f"session folder '{directory}' is not writable",
+                              hint="fix its permissions or choose another folder")
         self.dir = directory
+        match = SESSION_RE.match(directory.name)
+        self.label = match.group(1) if match else None
+        self.subject = subject
+        self.task = bids_label(config.name)
+        self.prefix = (f"sub-{subject}" + (f"_ses-{self.label}" if self.label else "")
+                       + f"_task-{self.task}")
+        self.recorder: SessionRecorder | None = None
         self._last_sync = time.monotonic()
         self.manifest: dict[str, Any] = {
+            "subject": subject,
+            "session": self.label,
+            "task": self.task,
             "pipeline": config.name,
             "pipeline_file": source_file,
             "config_sha256": config.canonical_hash(),
             "seed": config.seed,
+            "seeds": {"pipeline": config.seed},
             "clock": config.clock,
             "code_version": code_version(),
             "host": {"python": platform.python_version(), "platform": platform.platform()},
+            "devices": {},
+            "streams": [],
+            "models": {},
+            "recording": None,
             "processes": {},
             "started": _now_iso(),
             "stopped": None,
             "status": "running",
+            "files": {},
         }
         (self.dir / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
@@ -134,6 +224,37 @@ class Session:
         self._writer = threading.Thread(target=self._write_events, name="session-events",
                                         daemon=True)
         self._writer.start()
+
+    def start_recording(self, graph: Graph, on_error: Any = None) -> SessionRecorder:
+        """Check free space, then open the XDF recording of every stream of ``graph``.
+
+        Parameters
+        ----------
+        graph : Graph
+            The configured graph; each node output port becomes a recorded stream.
+        on_error : callable, optional
+            ``on_error(exc)`` when writing fails (e.g. ``Runner.fail``).
+
+        Raises
+        ------
+        ConfigError
+            When the disk has not room for 10 minutes of the streams (at least 32 MiB).
+        """
+        specs = list(graph.specs.values())
+        check_free_space(self.dir, required_free_bytes(
+            [(s.srate, s.n_channels, _XDF_FORMATS.get(s.dtype, "double64")) for s in specs]),
+            f"session '{self.dir}'")
+        sources = {name: list(type(graph.nodes[name]).outputs) for name in graph.sources()}
+        self.manifest["devices"] = {
+            name: {"type": graph.config.nodes[name].type,
+                   "params": graph.nodes[name].params.model_dump(mode="json")}
+            for name in graph.sources()}
+        name = f"{self.prefix}_recording.xdf"
+        self.recorder = SessionRecorder(self.dir / name, sources, on_error,
+                                        session_id=f"bci-runtime:{self.prefix}")
+        self.manifest["recording"] = name
+        self._write_json("manifest.json", self.manifest)
+        return self.recorder
 
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
         tmp = self.dir / (name + ".tmp")
@@ -180,7 +301,13 @@ class Session:
         self._write_json("manifest.json", self.manifest)
 
     def finalize(self, status: str, summary: dict[str, Any], error: str | None = None) -> None:
-        """Write the summary, close the events log and mark the manifest stopped."""
+        """Close the recording, write the summary, close the events log, mark the manifest
+        stopped with every file's SHA-256, and write ``SHA256SUMS``."""
+        if self.recorder is not None:
+            self.recorder.close()
+            self.manifest["streams"] = self.recorder.manifest_streams()
+            if self.recorder.error is not None and error is None:
+                error = str(self.recorder.error)
         self._write_json("summary.json", summary)
         if self._writer.is_alive():
             self._queue.put(None)  # the writer drains what is queued, fsyncs, and ends
@@ -188,4 +315,16 @@ class Session:
         if not self._events.closed:
             self._events.close()
         self.manifest.update(stopped=_now_iso(), status=status, error=error)
+        self.manifest["files"] = self._hash_files(exclude={"manifest.json", CHECKSUMS})
         self._write_json("manifest.json", self.manifest)
+        sums = self._hash_files(exclude={CHECKSUMS})
+        (self.dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
+
+    def _hash_files(self, exclude: set[str]) -> dict[str, str]:
+        """SHA-256 of every file in the session folder (relative POSIX path -> hex)."""
+        out = {}
+        for path in sorted(p for p in self.dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.dir).as_posix()
+            if rel not in exclude and not rel.endswith(".tmp"):
+                out[rel] = sha256_of(path)
+        return out

@@ -54,7 +54,6 @@ happens to the process:
 
 from __future__ import annotations
 
-import errno
 import inspect
 import logging
 import math
@@ -71,6 +70,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bci_runtime.disk_space import check_free_space, is_disk_full, required_free_bytes
 from bci_runtime.errors import BciError, ConfigError, RunError
 from bci_runtime.lsl import import_pylsl
 from bci_runtime.xdf_writer import CHANNEL_FORMATS, XdfWriter
@@ -83,7 +83,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 CLOCK_OFFSET_INTERVAL_S = 5.0  # as LabRecorder
 PULL_SPAN_S = 0.1  # a pull returns as soon as this much signal is there...
@@ -95,14 +94,8 @@ SPACE_CHECK_S = 2.0  # the writer looks at the free space this often
 INLET_BUFLEN_S = 360  # liblsl buffers this much (s) while the writer catches up
 TIME_CORRECTION_TIMEOUT_S = 2.0
 FINAL_TIME_CORRECTION_TIMEOUT_S = 1.0
-FREE_SPAN_S = 600.0  # the free-space check wants 10 minutes of the streams...
-FREE_CAP_BYTES = 1 * GiB  # ...at most 1 GiB...
-FREE_FLOOR_BYTES = 32 * MiB  # ...at least 32 MiB
 RESERVE_BYTES = 4 * MiB  # stop before the disk is completely full: footers must fit
-IRREGULAR_RATE_GUESS = 10.0  # samples/s assumed for irregular streams (space estimate)
-STRING_BYTES_GUESS = 32  # bytes per string value (space estimate)
 GAP_MIN_S = 1.0
-DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 # liblsl channel formats (pylsl cf_*) -> XDF names
 _LSL_FORMATS = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16",
@@ -180,26 +173,6 @@ def _describe_info(info: Any) -> str:
     rate = f"{info.nominal_srate():g} Hz" if info.nominal_srate() else "irregular"
     return (f"'{info.name()}' (type {info.type() or '-'}, source_id {info.source_id() or '-'}, "
             f"{info.channel_count()} ch @ {rate}, host {info.hostname()})")
-
-
-def _stream_bytes_per_s(srate: float, channel_count: int, channel_format: str) -> float:
-    """Bytes per second a stream adds to an XDF file (estimate for the free-space check)."""
-    dtype = CHANNEL_FORMATS.get(channel_format)
-    value_bytes = STRING_BYTES_GUESS if dtype is None else dtype.itemsize
-    rate = srate if srate > 0 else IRREGULAR_RATE_GUESS
-    return rate * (9 + channel_count * value_bytes)
-
-
-def required_free_bytes(streams: Sequence[tuple[float, int, str]]) -> int:
-    """Free space the recorder asks for: 10 min of ``streams``, capped at 1 GiB, >= 32 MiB.
-
-    Parameters
-    ----------
-    streams : sequence of (srate, channel_count, channel_format)
-        ``srate`` 0 for irregular streams; ``channel_format`` an XDF name.
-    """
-    rate = sum(_stream_bytes_per_s(*s) for s in streams)
-    return int(max(FREE_FLOOR_BYTES, min(FREE_CAP_BYTES, FREE_SPAN_S * rate)))
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -633,13 +606,7 @@ class LslRecorder:
         if need <= 0:
             return
         folder = self.out.parent if str(self.out.parent) else Path(".")
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise ConfigError(
-                f"not enough free disk space for '{self.out}': {free / MiB:.1f} MiB free, "
-                f"the session needs at least {need / MiB:.1f} MiB (10 minutes of the "
-                f"requested streams, at most 1 GiB, at least 32 MiB)",
-                hint="free some space or record to another disk")
+        check_free_space(folder, need, f"'{self.out}'")
 
     def _open(self, infos: Sequence[Any]) -> list[_Inlet]:
         pylsl = self._pylsl
@@ -776,7 +743,7 @@ class LslRecorder:
             cause = exc.__cause__
             with self._reason_lock:  # a session that went well until the footers failed
                 if self._stop_reason is None or self._stop_reason[0] in ("duration", "stopped"):
-                    if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+                    if is_disk_full(cause):
                         self._stop_reason = ("disk_full", "the disk is full: the footers "
                                              "could not be written")
                     else:
@@ -849,7 +816,7 @@ class LslRecorder:
 
     def _fail(self, exc: BciError) -> bool:
         cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+        if isinstance(cause, OSError) and is_disk_full(cause):
             self._set_reason("disk_full", f"the disk is full ({os.strerror(cause.errno)} "
                                           f"writing '{self.out}')")
         else:

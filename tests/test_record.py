@@ -353,7 +353,7 @@ def test_refuses_to_start_without_free_space(tmp_path: Path,
     out = tmp_path / "full.xdf"
     try:
         with pytest.raises(ConfigError, match=r"not enough free disk space .* 5\.0 MiB free, "
-                                              r"the session needs at least 32\.0 MiB"):
+                                              r"at least 32\.0 MiB needed"):
             LslRecorder([f"source_id={outlet.source_id}"], out,
                         resolve_timeout_s=WAIT_S).run()
     finally:
