@@ -14,7 +14,7 @@ import typing
 from importlib import resources
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -220,10 +220,6 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
 
     from bci_runtime.config import PipelineConfig, load_pipeline
     from bci_runtime.errors import ConfigIssue
-    from bci_runtime.graph import build_graph
-    from bci_runtime.runner import Runner
-    from bci_runtime.session import Session, json_safe
-    from bci_runtime.summary import build_summary, render_summary
 
     config, lines = load_pipeline(path)
     if overrides:  # validated like the file itself
@@ -234,9 +230,44 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
             issues = [ConfigIssue(str(path), None, None, f"--{e['loc'][0]}",
                                   f"{e['msg']} (got {e.get('input')!r})") for e in exc.errors()]
             raise PipelineError(issues) from None
-    graph = build_graph(config, lines, str(path))
-    session = Session(graph.resolved_config(), str(path), args.session_dir,
+    return run_pipeline(args, config, lines, str(path))
+
+
+def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
+                 before_finalize: Callable[[Any, dict[str, Any]], None] | None = None,
+                 manifest: dict[str, Any] | None = None) -> int:
+    """Run a validated pipeline in a new session folder and print its summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The run options (``--subject``, ``--sessions-root``, ``--session-dir``, ``--json``).
+    config : PipelineConfig
+        The pipeline, overrides applied.
+    lines : LineIndex
+        Where each entry of the pipeline file is, for error messages.
+    source : str
+        Where the pipeline came from (recorded in the manifest).
+    before_finalize : callable, optional
+        ``before_finalize(session, summary)`` once the recording is complete, before
+        the summary is written and printed (it may add to the summary).
+    manifest : dict, optional
+        Extra manifest entries (e.g. what a replay replays).
+
+    Returns
+    -------
+    int
+        The exit code.
+    """
+    from bci_runtime.graph import build_graph
+    from bci_runtime.runner import Runner
+    from bci_runtime.session import Session, json_safe
+    from bci_runtime.summary import build_summary, render_summary
+
+    graph = build_graph(config, lines, source)
+    session = Session(graph.resolved_config(), source, args.session_dir,
                       root=args.sessions_root, subject=args.subject)
+    session.manifest.update(manifest or {})
     runner = Runner(graph, emit_event=session.log_event, session_dir=session.dir)
     try:
         runner.tap = session.start_recording(graph, on_error=runner.fail).tap
@@ -253,6 +284,9 @@ def _cmd_run(args: argparse.Namespace, path: Path, overrides: dict[str, Any]) ->
         result = runner.run()
     session.set_processes(result.processes)
     summary = build_summary(result, config.name, str(session.dir))
+    session.close_recording()
+    if before_finalize is not None:
+        before_finalize(session, summary)
     session.finalize(result.status, summary, error=str(result.error) if result.error else None)
     if args.json:
         print(json.dumps(json_safe(summary), default=str, allow_nan=False))

@@ -145,14 +145,14 @@ class Executor:
             local = e.dst in self.index
             route = _Route(self.index[e.dst] if local else -1, e.dst_port, e.delayed, edge_id)
             self.routes.setdefault((self.index[e.src], e.src_port), []).append(route)
-        self.is_sink = [not type(n).outputs for n in self.nodes]
+        self.is_sink = [not n.outputs for n in self.nodes]
         self.telemetry = {n: NodeTelemetry.create() for n in self.names}
         self._tel = [self.telemetry[n] for n in self.names]
         self.end_to_end = LatencyRecorder()
         self.samples_in: dict[str, int] = {}
         # samples are counted on each source's first signal output (not on side streams
         # such as a simulator's ground truth)
-        self._counted_port = {n: next((p for p, o in type(node).outputs.items()
+        self._counted_port = {n: next((p for p, o in node.outputs.items()
                                        if o.kind == "signal"), None)
                               for n, node in zip(self.names, self.nodes)}
         self.bad_chunks: dict[str, int] = {}

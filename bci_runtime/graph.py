@@ -101,7 +101,7 @@ class Graph:
 
     def sinks(self) -> list[str]:
         """Names of the nodes without outputs."""
-        return [n for n in self.order if not type(self.nodes[n]).outputs]
+        return [n for n in self.order if not self.nodes[n].outputs]
 
 
 def _topological_order(names: list[str], edges: list[Edge]) -> tuple[list[str], list[str]]:

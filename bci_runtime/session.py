@@ -244,7 +244,7 @@ class Session:
         check_free_space(self.dir, required_free_bytes(
             [(s.srate, s.n_channels, _XDF_FORMATS.get(s.dtype, "double64")) for s in specs]),
             f"session '{self.dir}'")
-        sources = {name: list(type(graph.nodes[name]).outputs) for name in graph.sources()}
+        sources = {name: list(graph.nodes[name].outputs) for name in graph.sources()}
         self.manifest["devices"] = {
             name: {"type": graph.config.nodes[name].type,
                    "params": graph.nodes[name].params.model_dump(mode="json")}
@@ -295,6 +295,12 @@ class Session:
         self._events.flush()
         os.fsync(self._events.fileno())
 
+    def close_recording(self) -> None:
+        """Complete the recording (what is queued, then the footers); idempotent."""
+        if self.recorder is not None:
+            self.recorder.close()
+            self.manifest["streams"] = self.recorder.manifest_streams()
+
     def set_processes(self, processes: dict[str, Any]) -> None:
         """Record the worker processes (name -> pid, nodes) in the manifest."""
         self.manifest["processes"] = processes
@@ -303,11 +309,9 @@ class Session:
     def finalize(self, status: str, summary: dict[str, Any], error: str | None = None) -> None:
         """Close the recording, write the summary, close the events log, mark the manifest
         stopped with every file's SHA-256, and write ``SHA256SUMS``."""
-        if self.recorder is not None:
-            self.recorder.close()
-            self.manifest["streams"] = self.recorder.manifest_streams()
-            if self.recorder.error is not None and error is None:
-                error = str(self.recorder.error)
+        self.close_recording()
+        if self.recorder is not None and self.recorder.error is not None and error is None:
+            error = str(self.recorder.error)
         self._write_json("summary.json", summary)
         if self._writer.is_alive():
             self._queue.put(None)  # the writer drains what is queued, fsyncs, and ends
