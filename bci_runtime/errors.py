@@ -7,7 +7,9 @@ what was wrong, where, and how to fix it::
     ├── ConfigError                 bad configuration; nothing was started (exit code 2)
     │   ├── PipelineError           a pipeline file is invalid (file, line, node, field)
     │   ├── UnknownNodeTypeError    a ``type:`` that no registered node has
-    │   └── SpecMismatchError       a stream does not fit the node it feeds
+    │   ├── SpecMismatchError       a stream does not fit the node it feeds
+    │   └── RecordingError          a recording file cannot be read (missing, a Git-LFS
+    │                               pointer, not the format its name says, broken beyond repair)
     ├── RunError                    failure while running (exit code 1)
     │   ├── NodeError               a node raised while processing a chunk
     │   ├── BadChunkError           a source delivered a malformed chunk under the ``stop`` policy
@@ -119,6 +121,14 @@ class UnknownNodeTypeError(ConfigError):
 
 class SpecMismatchError(ConfigError):
     """A stream spec does not fit the node that receives it (channels, rate, units)."""
+
+
+class RecordingError(ConfigError):
+    """A recording file cannot be read; nothing was replayed.
+
+    Missing, empty, a Git-LFS or git-annex pointer instead of the data, not the
+    format its extension says, or damaged beyond what can be recovered.
+    """
 
 
 class RunError(BciError):

@@ -30,7 +30,7 @@ from bci_runtime.errors import ConfigError, RunError  # noqa: E402
 from bci_runtime.xdf_repair import RepairReport, repair_xdf  # noqa: E402
 from bci_runtime.xdf_writer import BOUNDARY_UUID, XdfWriter, _chunk, _varlen  # noqa: E402
 
-LABRECORDER = Path("/work/shared/data/xdf")
+LABRECORDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "xdf"  # ../shared/data
 TAG_SAMPLES, TAG_CLOCK, TAG_BOUNDARY, TAG_FOOTER = 3, 4, 5, 6
 
 
