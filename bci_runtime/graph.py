@@ -187,7 +187,10 @@ def build_graph(config: PipelineConfig, lines: LineMap | None = None, file: str 
             continue
         node = cls(name, params)
         nodes[name] = node
-        if "on_bad_chunk" in ncfg.model_fields_set and not is_source(node):
+        # the default spelled out (as resolved configurations do) is harmless
+        default_policy = type(ncfg).model_fields["on_bad_chunk"].default
+        if ("on_bad_chunk" in ncfg.model_fields_set and ncfg.on_bad_chunk != default_policy
+                and not is_source(node)):
             issue(name, ("nodes", name, "on_bad_chunk"),
                   f"'on_bad_chunk' applies to sources only and '{ncfg.type}' is not one; remove it")
         if config.clock == "simulated" and is_source(node) and ncfg.process != MAIN_PROCESS:

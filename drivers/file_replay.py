@@ -100,7 +100,8 @@ class FileReplay(Source):
     def configure(self, inputs: Any) -> dict[str, StreamSpec]:
         p = self.params
         specs = {port: s.spec for port, s in self._streams.items()}
-        signals = [(port, s) for port, s in specs.items() if s.dtype != "string"]
+        signals = sorted(((port, s) for port, s in specs.items() if s.dtype != "string"),
+                         key=lambda item: item[0] != DEFAULT_SIGNAL_PORT)  # 'signal' first
         problems = []
         if signals and p.channels is not None and signals[0][1].n_channels != p.channels:
             problems.append(f"stream '{signals[0][1].name}' has {signals[0][1].n_channels} "

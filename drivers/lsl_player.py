@@ -52,7 +52,8 @@ class LslPlayer:
     loop : bool
         Start again at the end, until stopped.
     chunk_ms : float
-        Length of the chunks pushed for regular streams.
+        Wall time between two pushes of a regular stream (its chunks hold
+        ``chunk_ms * speed`` ms of recording).
     source_prefix : str
         Prefix of the outlets' source ids (``<prefix>:<stream name>``).
     streams : sequence of str, optional
@@ -74,7 +75,7 @@ class LslPlayer:
         self.speed = float(speed)
         self.loop = loop
         self.source_prefix = source_prefix
-        self._streams = [self._prepare(s, chunk_ms) for s in chosen]
+        self._streams = [self._prepare(s, chunk_ms * self.speed) for s in chosen]
         self._first = min(float(s.timestamps[0]) for s in self._streams)
         last = max(float(s.timestamps[-1]) for s in self._streams)
         steps = [np.median(np.diff(s.timestamps)) for s in self._streams if len(s.timestamps) > 1]
@@ -83,6 +84,7 @@ class LslPlayer:
         self._thread: threading.Thread | None = None
         self.cycles = 0
         self.error: BaseException | None = None
+        self.t0: float | None = None  # LSL time at which the recording's first sample plays
 
     @staticmethod
     def _prepare(stream: Any, chunk_ms: float) -> _PlayedStream:
@@ -109,13 +111,25 @@ class LslPlayer:
         """Wall time of one pass at this speed."""
         return self._period / self.speed
 
-    def start(self) -> None:
-        """Create the outlets and start pushing (returns at once)."""
+    def start(self, wait_for_consumers_s: float = 0.0) -> None:
+        """Create the outlets and start pushing (returns once pushing has started).
+
+        Parameters
+        ----------
+        wait_for_consumers_s : float
+            Wait up to this long for every outlet to have a consumer (a recorder,
+            a pipeline) before the first sample, so that nothing plays unheard.
+        """
         pylsl = import_pylsl()
         for s in self._streams:
             info = spec_to_info(s.spec, f"{self.source_prefix}:{s.spec.name}")
             s.outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=360)
-        self._t0 = pylsl.local_clock()
+        deadline = time.monotonic() + wait_for_consumers_s
+        for s in self._streams:
+            left = deadline - time.monotonic()
+            if left > 0 and not s.outlet.wait_for_consumers(left):
+                break
+        self._t0 = self.t0 = pylsl.local_clock()
         self._thread = threading.Thread(target=self._run, name="lsl-player", daemon=True)
         self._thread.start()
 

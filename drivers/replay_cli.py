@@ -61,6 +61,12 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="seconds to replay (default: to the end)")
     p.add_argument("--chunk-ms", type=positive(float), default=20.0, metavar="MS",
                    help="chunk length for LSL replay (default 20)")
+    p.add_argument("--wait-for-consumers", type=float, default=0.0, metavar="S",
+                   help="LSL replay: wait up to S seconds for every stream to have a "
+                        "consumer (e.g. a recorder) before starting")
+    p.add_argument("--source-id-prefix", metavar="TEXT",
+                   help="LSL replay: source ids are TEXT:<stream name> (default "
+                        "bci-replay:<file name>)")
     p.add_argument("--list", action="store_true", help="list the recording's streams and exit")
     _run_options(p)
     p.set_defaults(handler=run)
@@ -121,8 +127,8 @@ def _as_lsl(args: argparse.Namespace, target: Path) -> int:
     for w in rec.warnings:
         print(f"bci: warning: {w}", file=sys.stderr)
     player = LslPlayer(rec, speed=args.speed, loop=args.loop, chunk_ms=args.chunk_ms,
-                       source_prefix=f"bci-replay:{target.name}")
-    player.start()
+                       source_prefix=args.source_id_prefix or f"bci-replay:{target.name}")
+    player.start(wait_for_consumers_s=args.wait_for_consumers)
     if not args.json:
         length = "until Ctrl-C" if args.loop else f"{player.duration_s:.1f} s"
         print(f"replaying {target} at {args.speed:g}x, {length}:", file=sys.stderr)
@@ -141,7 +147,8 @@ def _as_lsl(args: argparse.Namespace, target: Path) -> int:
     if player.error is not None:
         raise ConfigError(f"replaying '{target}' failed: {player.error}")
     result = {"ok": True, "file": str(target), "speed": args.speed, "cycles": player.cycles,
-              "stopped": stopped, "pushed": player.pushed}
+              "stopped": stopped, "t0": player.t0, "source_ids": player.source_ids,
+              "pushed": player.pushed}
     if args.json:
         print(json.dumps(result))
     else:
