@@ -10,8 +10,11 @@ clock time of the read, holding how many samples each output port delivered.
 It keeps what XDF does not, the chunk boundaries and read times, so that a
 replay on the simulated clock feeds a pipeline exactly the chunks it saw.
 
-The hot path only puts ``(node, outputs, now)`` on a queue (~1 µs); a writer
-thread declares streams as they first appear and writes them with the
+The hot path only appends ``(node, outputs, now, read)`` to a deque (well
+under 1 µs, and no thread wake-up: waking a writer per chunk costs more than
+the whole chunk's processing on a small machine); a writer thread wakes every
+``FLUSH_INTERVAL_S`` (or early, when ``WAKE_BACKLOG`` emissions wait), declares
+streams as they first appear and writes them with the
 crash-safe :class:`~bci_runtime.xdf_writer.XdfWriter` (fsync at least every
 second, boundary chunks, footers on close). A failed write (a full disk) stops
 the recording, keeps what was written readable, and is reported once through
@@ -20,8 +23,8 @@ the recording, keeps what was written readable, and is reported once through
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +43,8 @@ from bci_runtime.xdf_writer import XdfWriter
 log = logging.getLogger(__name__)
 
 CHUNK_INDEX_TYPE = "ChunkIndex"
+FLUSH_INTERVAL_S = 0.1  # the writer writes what is queued this often (well within 1 s)
+WAKE_BACKLOG = 1024  # ...or as soon as this many emissions wait
 _XDF_FORMATS = {"float32": "float32", "float64": "double64", "string": "string"}
 
 
@@ -88,8 +93,10 @@ class SessionRecorder:
         self._session_id = session_id
         self._ids: dict[tuple[str, str], int] = {}
         self.streams: dict[tuple[str, str], RecordedStreamInfo] = {}
-        self._queue: queue.SimpleQueue[tuple[str, Mapping[str, AnyChunk], float, bool] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: collections.deque[tuple[str, Mapping[str, AnyChunk], float, bool]]
+        self._queue = collections.deque()
+        self._wake = threading.Event()
+        self._closing = False
         self.skipped_chunks = 0
         self._failed = False
         self._last_now = 0.0
@@ -105,24 +112,33 @@ class SessionRecorder:
         ``read`` is True for what a source read (as delivered, before the
         executor's chunk checks, so NaN bursts are kept as they came).
         """
-        self._queue.put((node, outputs, now, read))
+        queue = self._queue
+        queue.append((node, outputs, now, read))
+        if len(queue) >= WAKE_BACKLOG:
+            self._wake.set()
 
     # -- writer thread -----------------------------------------------------------------------
     def _write_loop(self) -> None:
+        """Every ``FLUSH_INTERVAL_S`` (or at a backlog, or at close), write what is queued.
+
+        What accumulated is written as one XDF chunk per stream: the chunk
+        boundaries that matter for replay are in the ``<node>.chunks`` streams.
+        """
+        queue = self._queue
         while True:
-            item = self._queue.get()
-            if item is None:
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            closing = self._closing
+            items = [queue.popleft() for _ in range(len(queue))]
+            if items and not self._failed:  # after a failure: drain only, never fill memory
+                try:
+                    self._write_batch(items)
+                except BciError as exc:
+                    self._fail(exc)
+                except Exception as exc:  # noqa: BLE001 - a recorder bug must not go unnoticed
+                    self._fail(RunError(f"recording to '{self.path}' failed: {exc}"))
+            if closing and not queue:
                 return
-            if self._failed:
-                continue  # keep draining so the hot path never fills memory
-            node, outputs, now, read = item
-            self._last_now = now
-            try:
-                self._write(node, outputs, now, read)
-            except BciError as exc:
-                self._fail(exc)
-            except Exception as exc:  # noqa: BLE001 - a recorder bug must not go unnoticed
-                self._fail(RunError(f"recording to '{self.path}' failed: {exc}"))
 
     def _fail(self, exc: BciError) -> None:
         self._failed = True
@@ -135,31 +151,42 @@ class SessionRecorder:
         log.error("session recording stopped: %s", exc)
         self._on_error(exc)
 
-    def _write(self, node: str, outputs: Mapping[str, AnyChunk], now: float,
-               read: bool) -> None:
-        written: dict[str, int] = {}
-        for port, chunk in outputs.items():
-            problem = chunk.problem()
-            if problem is not None and not problem.endswith("NaN/Inf value(s) in the data"):
-                self.skipped_chunks += 1  # malformed (shape, timestamps): XDF cannot hold it
-                continue
-            sid = self._ids.get((node, port))
-            if sid is None:
-                sid = self._declare(node, port, chunk.spec, now)
-            if isinstance(chunk, EventChunk):
-                self._writer.write_samples(sid, [[m] for m in chunk.markers], chunk.timestamps)
+    def _write_batch(self, items: list[tuple[str, Mapping[str, AnyChunk], float, bool]]) -> None:
+        """Group the batch's chunks per stream, in order, and write each stream once."""
+        pending: dict[int, tuple[list[Any], list[np.ndarray]]] = {}
+        for node, outputs, now, read in items:
+            self._last_now = now
+            written: dict[str, int] = {}
+            for port, chunk in outputs.items():
+                if not _writable(chunk):
+                    self.skipped_chunks += 1  # malformed (shape, timestamps): XDF cannot hold it
+                    continue
+                sid = self._ids.get((node, port))
+                if sid is None:
+                    sid = self._declare(node, port, chunk.spec, now)
+                values = (list(chunk.markers) if isinstance(chunk, EventChunk)
+                          else chunk.data)
+                parts = pending.setdefault(sid, ([], []))
+                parts[0].append(values)
+                parts[1].append(chunk.timestamps)
+                self.streams[(node, port)].samples += chunk.n_samples
+                written[port] = chunk.n_samples
+            ports = self._sources.get(node)
+            if read and ports:
+                sid = self._ids.get((node, ""))
+                if sid is None:
+                    sid = self._declare_chunk_index(node, ports, now)
+                parts = pending.setdefault(sid, ([], []))
+                parts[0].append(np.array([[written.get(p, 0) for p in ports]], dtype=np.float64))
+                parts[1].append(np.array([now]))
+                self.streams[(node, "")].samples += 1
+        for sid, (values, stamps) in pending.items():
+            ts = stamps[0] if len(stamps) == 1 else np.concatenate(stamps)
+            if isinstance(values[0], list):  # markers
+                self._writer.write_samples(sid, [[m] for part in values for m in part], ts)
             else:
-                self._writer.write_samples(sid, chunk.data, chunk.timestamps)
-            self.streams[(node, port)].samples += chunk.n_samples
-            written[port] = chunk.n_samples
-        ports = self._sources.get(node)
-        if read and ports:
-            sid = self._ids.get((node, ""))
-            if sid is None:
-                sid = self._declare_chunk_index(node, ports, now)
-            counts = np.array([[written.get(p, 0) for p in ports]], dtype=np.float64)
-            self._writer.write_samples(sid, counts, np.array([now]))
-            self.streams[(node, "")].samples += 1
+                data = values[0] if len(values) == 1 else np.concatenate(values)
+                self._writer.write_samples(sid, data, ts)
 
     def _declare(self, node: str, port: str, spec: StreamSpec, now: float) -> int:
         fmt = _XDF_FORMATS[spec.dtype]
@@ -202,7 +229,8 @@ class SessionRecorder:
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then the footers; the file is complete afterwards."""
         if self._thread.is_alive():
-            self._queue.put(None)
+            self._closing = True
+            self._wake.set()
             self._thread.join(timeout)
         if not self._writer.closed:
             try:
@@ -217,3 +245,14 @@ class SessionRecorder:
     def manifest_streams(self) -> list[dict[str, Any]]:
         """The recorded streams, for the session manifest."""
         return [s.as_dict() for s in self.streams.values()]
+
+
+def _writable(chunk: AnyChunk) -> bool:
+    """Whether XDF can hold ``chunk`` (NaN/Inf values can be; broken shapes cannot)."""
+    ts = chunk.timestamps
+    if ts.ndim != 1 or len(ts) == 0 or not np.isfinite(ts).all():
+        return False
+    if isinstance(chunk, EventChunk):
+        return len(chunk.markers) == len(ts)
+    data = chunk.data
+    return data.ndim == 2 and data.shape == (len(ts), chunk.spec.n_channels)

@@ -18,6 +18,7 @@ with the chunk they fall in.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,8 @@ class FileReplay(Source):
 
     def __init__(self, name: str, params: Any = None) -> None:
         super().__init__(name, params)
-        from bci_runtime.drivers.recordings import load_recording
-
         p = self.params
-        self.recording = load_recording(p.path, events_file=p.events_file)
+        self.recording = cached_recording(p.path, p.events_file)
         self._streams = self._choose_streams()
         self.outputs = {port: Output("events" if s.is_markers else "signal")
                         for port, s in self._streams.items()}
@@ -220,6 +219,25 @@ class FileReplay(Source):
             else:
                 out[port] = Chunk(data[lo:hi], stamps, spec)
         return out
+
+
+def cached_recording(path: Path | str, events_file: Path | None = None) -> Any:
+    """:func:`~bci_runtime.drivers.recordings.load_recording`, remembered while the file
+    is unchanged (a replay reads its file to plan, to build the graph and to compare)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # let the loader say what is wrong with it
+        key = (str(path), 0, 0)
+    return _load_cached(key, str(events_file) if events_file else None)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(key: tuple[str, int, int], events_file: str | None) -> Any:
+    from bci_runtime.drivers.recordings import load_recording
+
+    return load_recording(key[0], events_file=Path(events_file) if events_file else None)
 
 
 def _rate(ts: np.ndarray) -> float:

@@ -197,9 +197,10 @@ def compare_recordings(original: Path, replay: Path, replayed_sources: list[str]
     Streams of the replayed sources (their data were copied) and chunk indexes are
     skipped; values and timestamps must be bit-identical.
     """
+    from bci_runtime.drivers.file_replay import cached_recording
     from bci_runtime.drivers.recordings import load_recording
 
-    before = {s.spec.name: s for s in load_recording(original).streams}
+    before = {s.spec.name: s for s in cached_recording(original).streams}
     after = {s.spec.name: s for s in load_recording(replay).streams}
     out = []
     for name, new in after.items():

@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(path: Path) -> Any:
-    from bci_runtime.drivers.recordings import load_recording
+    from bci_runtime.drivers.file_replay import cached_recording
 
-    return load_recording(path)
+    return cached_recording(path)
 
 
 def _list(args: argparse.Namespace, target: Path, session: bool) -> int:
