@@ -8,7 +8,8 @@ Two cases, each replayed ``--repeats`` times (default 5) through ``bci replay
 1. **real data**: PhysioNet EEG Motor Movement/Imagery S001R04 (64 ch, 160 Hz,
    125 s, imagined left/right fist, ``../shared/data``) through band-pass 8-30 Hz
    -> sliding log-variance (1 s window, 0.1 s step) -> LDA calibrated online on
-   the first 60 s of cued trials (T1/T2 cues, T0 rest) -> decisions;
+   the first 60 s of cued trials (T1/T2 cues, T0 rest) -> feedback (scored
+   decisions);
 2. **a recorded session**: the demo's closed loop (simulated motor imagery, a
    simulated user, LDA, feedback) at 64 ch and 1 kHz, recorded for 60 s on the
    simulated clock, then replayed through its own pipeline (every chunk as
@@ -59,6 +60,10 @@ MI_PIPELINE = {
                     "params": {"classes": ["T1", "T2"], "label_prefix": "", "end_marker": "T0",
                                "label_delay_s": 0.5, "calibration_s": 60, "min_windows": 10},
                     "inputs": {"features": "logvar.features", "labels": "eeg.markers"}},
+        "feedback": {"type": "feedback",
+                     "params": {"console": False, "lsl": False, "label_prefix": "",
+                                "end_marker": "T0"},
+                     "inputs": {"decision": "decoder.decision", "truth": "eeg.markers"}},
     },
 }
 
