@@ -485,9 +485,10 @@ def test_spec_mismatch_fails_naming_both_numbers(producer: Callable[..., Produce
     assert result.samples == 0
 
 
-def test_lost_stream_fails_the_run(producer: Callable[..., Producer]) -> None:
+def test_lost_stream_fails_the_run_after_lost_timeout(
+        producer: Callable[..., Producer]) -> None:
     prod = producer(seed=4)
-    graph = inlet_pipeline(prod, duration=60.0)
+    graph = inlet_pipeline(prod, duration=60.0, inlet_params={"lost_timeout_s": 2.0})
     thread, out = run_in_thread(Runner(graph))
     sink = graph.nodes["sink"]
     deadline = time.monotonic() + 20.0
