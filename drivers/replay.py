@@ -65,8 +65,9 @@ def open_session(path: Path) -> SessionRef:
     name = manifest.get("recording")
     if not name or not (path / name).is_file():
         raise ConfigError(f"session '{path}' has no recording to replay",
-                          hint="sessions record their streams since bci-runtime 0.1 "
-                               "(issue 4); replay the raw file instead")
+                          hint="its recording is missing or it was written by an older "
+                               "version; replay the raw file instead (bci replay FILE "
+                               "--pipeline P)")
     return SessionRef(path, manifest, config, path / name)
 
 
