@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  bci demo --fast --json        # simulated clock, as fast as the CPU allows\n")
     p.add_argument("--duration", type=float, help="seconds (default 30)")
     p.add_argument("--fast", action="store_true", help="run on the simulated clock")
-    _run_options(p)
+    add_run_options(p)
 
     p = _add(sub, "run", "Run a pipeline file.",
              "  bci run pipelines/demo.yaml\n"
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds (default: the file's, else until "
                    "Ctrl-C)")
     p.add_argument("--clock", choices=["live", "simulated"], help="override the file's clock")
-    _run_options(p)
+    add_run_options(p)
 
     p = _add(sub, "validate", "Check pipeline files without starting anything.",
              "  bci validate pipelines/demo.yaml\n  bci validate a.yaml b.yaml --json\n")
@@ -113,7 +113,8 @@ def positive(kind: type) -> Any:
     return parse
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command that runs a pipeline in a session (run, demo, replay)."""
     p.add_argument("--subject", default="01", metavar="ID",
                    help="pseudonymous subject id, letters and digits (default 01)")
     p.add_argument("--sessions-root", type=Path, default=Path("sessions"), metavar="DIR",

@@ -41,7 +41,7 @@ from bci_runtime import __version__
 from bci_runtime.config import PipelineConfig
 from bci_runtime.disk_space import check_free_space, required_free_bytes
 from bci_runtime.errors import ConfigError
-from bci_runtime.session_recording import SessionRecorder
+from bci_runtime.session_recording import XDF_FORMATS, SessionRecorder
 
 if TYPE_CHECKING:
     from bci_runtime.graph import Graph
@@ -50,7 +50,6 @@ FSYNC_INTERVAL_S = 1.0
 LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 SESSION_RE = re.compile(r"^ses-(\d+)$")
 CHECKSUMS = "SHA256SUMS"
-_XDF_FORMATS = {"float32": "float32", "float64": "double64", "string": "string"}
 
 
 def check_label(kind: str, value: str) -> str:
@@ -242,7 +241,7 @@ class Session:
         """
         specs = list(graph.specs.values())
         check_free_space(self.dir, required_free_bytes(
-            [(s.srate, s.n_channels, _XDF_FORMATS.get(s.dtype, "double64")) for s in specs]),
+            [(s.srate, s.n_channels, XDF_FORMATS.get(s.dtype, "double64")) for s in specs]),
             f"session '{self.dir}'")
         sources = {name: list(graph.nodes[name].outputs) for name in graph.sources()}
         self.manifest["devices"] = {

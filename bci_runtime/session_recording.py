@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 CHUNK_INDEX_TYPE = "ChunkIndex"
 FLUSH_INTERVAL_S = 0.1  # the writer writes what is queued this often (well within 1 s)
 WAKE_BACKLOG = 1024  # ...or as soon as this many emissions wait
-_XDF_FORMATS = {"float32": "float32", "float64": "double64", "string": "string"}
+XDF_FORMATS = {  # spec dtype -> XDF channel format
+    "float32": "float32", "float64": "double64", "string": "string"}
 
 
 @dataclass
@@ -189,7 +190,7 @@ class SessionRecorder:
                 self._writer.write_samples(sid, data, ts)
 
     def _declare(self, node: str, port: str, spec: StreamSpec, now: float) -> int:
-        fmt = _XDF_FORMATS[spec.dtype]
+        fmt = XDF_FORMATS[spec.dtype]
         name = f"{node}.{port}"
         desc = (f"<bci_runtime><node>{escape(node)}</node><port>{escape(port)}</port>"
                 f"<stream_name>{escape(spec.name)}</stream_name>"

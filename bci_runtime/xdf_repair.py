@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from bci_runtime.errors import ConfigError, RunError
-from bci_runtime.xdf_writer import BOUNDARY_UUID, CHANNEL_FORMATS, XdfWriter, _Stream
+from bci_runtime.xdf_writer import BOUNDARY_UUID, CHANNEL_FORMATS, XdfWriter, _Stream, fsync_dir
 
 __all__ = ["RepairReport", "SkippedRange", "StreamReport", "repair_xdf"]
 
@@ -684,22 +684,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a new directory entry durable (best effort, POSIX only)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    try:
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def _repair_in_place(path: Path, before: os.stat_result, good_end: int, footers: bytes) -> int:
     """Truncate ``path`` to ``good_end``, append ``footers``, fsync; return the new size."""
     try:
@@ -803,7 +787,7 @@ def _write_copy(path: Path, source: _Reader, kept: list[tuple[int, int]],
             os.unlink(tmp)
         except OSError:
             pass
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return out, size
 
 

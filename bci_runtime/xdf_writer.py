@@ -758,16 +758,20 @@ class XdfWriter:
 
     def _fsync_dir(self) -> None:
         """Make the new file's directory entry durable (best effort, POSIX only)."""
-        if not hasattr(os, "O_DIRECTORY"):
-            return
-        try:
-            dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY
-                          | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make new directory entries in ``folder`` durable (best effort, POSIX only)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)

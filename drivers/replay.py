@@ -15,7 +15,6 @@ stream).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from bci_runtime.config import PipelineConfig
 from bci_runtime.errors import ConfigError
 from bci_runtime.node import BlockingSource, Source
 from bci_runtime.registry import get_node_class
+from bci_runtime.session_store import load_session, recording_path
 
 REPLAY_TYPE = "file_replay"
 
@@ -52,23 +52,18 @@ def open_session(path: Path) -> SessionRef:
     Raises
     ------
     ConfigError
-        When the manifest or pipeline cannot be read, or the session has no recording.
+        When the manifest or pipeline cannot be read, or the session has no recording
+        (:class:`~bci_runtime.errors.RecordingError` when its file is missing).
     """
+    info = load_session(path)
+    recording = recording_path(info)  # checks the manifest and that the file is there
     try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         config = PipelineConfig.model_validate(
             yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"session '{path}' cannot be read: {exc}",
-                          hint="check the folder; `bci sessions show` lists what is in it"
-                          ) from None
-    name = manifest.get("recording")
-    if not name or not (path / name).is_file():
-        raise ConfigError(f"session '{path}' has no recording to replay",
-                          hint="its recording is missing or it was written by an older "
-                               "version; replay the raw file instead (bci replay FILE "
-                               "--pipeline P)")
-    return SessionRef(path, manifest, config, path / name)
+        raise ConfigError(f"session '{path}': its pipeline config.yaml cannot be read: {exc}",
+                          hint="replay it through a pipeline file: --pipeline P") from None
+    return SessionRef(path, info.manifest or {}, config, recording)
 
 
 def source_nodes(config: PipelineConfig) -> list[str]:

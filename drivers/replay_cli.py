@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from bci_runtime.cli import EXIT_FAILURE, EXIT_OK, positive, run_pipeline
+from bci_runtime.cli import EXIT_FAILURE, EXIT_OK, add_run_options, positive, run_pipeline
 from bci_runtime.config import load_pipeline, load_pipeline_text
 from bci_runtime.errors import ConfigError
 from bci_runtime.signals import stop_on_signals
@@ -42,8 +42,6 @@ EXAMPLES = (
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``replay`` to ``bci``'s subcommands."""
-    from bci_runtime.cli import _run_options
-
     p = add(sub, "replay", "Replay a recording or a session: as LSL streams, or through a "
             "pipeline (in real time, at a speed, or as fast as possible).", EXAMPLES)
     p.add_argument("target", type=Path, metavar="FILE_OR_SESSION",
@@ -68,7 +66,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="LSL replay: source ids are TEXT:<stream name> (default "
                         "bci-replay:<file name>)")
     p.add_argument("--list", action="store_true", help="list the recording's streams and exit")
-    _run_options(p)
+    add_run_options(p)
     p.set_defaults(handler=run)
 
 

@@ -11,7 +11,6 @@ measures the CPU); the SIGKILL test bounds the data lost at the kill, with slack
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
@@ -31,6 +30,8 @@ import pytest
 
 from bci_runtime.cli import main as cli_main
 from bci_runtime.errors import ConfigError
+
+from fault_injection import FillingDisk
 
 pylsl = pytest.importorskip("pylsl")
 pyxdf = pytest.importorskip("pyxdf")
@@ -361,32 +362,12 @@ def test_refuses_to_start_without_free_space(tmp_path: Path,
     assert not out.exists()
 
 
-class _FillingDisk:
-    """Stands in for ``os`` inside the XDF writer: writes fail with ENOSPC after ``budget``
-    bytes, a short write first, as a real full disk does."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.failures = 0
-
-    def write(self, fd: int, data: Any) -> int:
-        if self.budget <= 0:
-            self.failures += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = os.write(fd, memoryview(data)[: self.budget])
-        self.budget -= n
-        return n
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-
 def test_full_disk_stops_cleanly_and_the_file_stays_readable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     from bci_runtime import xdf_writer
 
-    disk = _FillingDisk(budget=40_000)  # the headers, then ~0.6 s of the stream
+    disk = FillingDisk(budget=40_000)  # the headers, then ~0.6 s of the stream
     monkeypatch.setattr(xdf_writer, "os", disk)
     outlet = IndexOutlet()  # pushes until closed
     out = tmp_path / "full.xdf"

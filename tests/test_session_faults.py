@@ -5,38 +5,17 @@ Each case: a clear message, the right exit code, and nothing already recorded lo
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bci_runtime.cli import main as cli_main
 
+from fault_injection import FillingDisk
+
 pyxdf = pytest.importorskip("pyxdf")
-
-
-class FillingDisk:
-    """Stands in for ``os`` inside the XDF writer: writes fail with ENOSPC after ``budget``
-    bytes (a short write first, as a real full disk does)."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.failures = 0
-
-    def write(self, fd: int, data: Any) -> int:
-        if self.budget <= 0:
-            self.failures += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = os.write(fd, memoryview(data)[: self.budget])
-        self.budget -= n
-        return n
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
 
 
 def demo(tmp_path: Path, *extra: str) -> list[str]:
