@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Annotated, Literal
 
@@ -29,6 +30,10 @@ class LinearClassifierParams(NodeParams):
     label_delay_s: float = Field(0.5, ge=0, description="skip this long after each cue")
     shrinkage: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "auto", description="LDA covariance shrinkage, 'auto' (Ledoit-Wolf) or 0-1")
+    online_at: list[float] | None = Field(
+        None, description="timestamps of the first window each model served in a recorded "
+        "session (its 'model' stream); the fit then runs inline and each model goes online "
+        "at that window, as it did in the recording. `bci replay` sets it")
 
     @model_validator(mode="after")
     def _model(self) -> LinearClassifierParams:
@@ -62,6 +67,8 @@ class LinearClassifier(Node):
     features = Input("signal", doc="feature windows, (n_windows, n_features)")
     labels = Input("events", required=False, doc="cue markers for calibration")
     decision = Output("signal", doc="(n_windows, n_classes) class probabilities")
+    model = Output("events", doc="'model/online {json}' when a model goes online, stamped "
+                   "with the first window it serves")
 
     def configure(self, inputs: dict[str, StreamSpec]) -> dict[str, StreamSpec]:
         spec = inputs["features"]
@@ -82,7 +89,9 @@ class LinearClassifier(Node):
         return {"decision": StreamSpec(
             name=f"{self.name}-decision", type="Decision", channel_names=tuple(p.classes),
             srate=0.0, dtype="float64", channel_types=("misc",) * n, units=("prob",) * n,
-            source_id=f"{spec.source_id}-{self.name}")}
+            source_id=f"{spec.source_id}-{self.name}"),
+            "model": StreamSpec.events(f"{self.name}-model",
+                                       f"{spec.source_id}-{self.name}-model")}
 
     def open(self, context: NodeContext) -> None:
         super().open(context)
@@ -101,7 +110,9 @@ class LinearClassifier(Node):
         self._fit_error: BaseException | None = None
         self._warned = False
         self._fitted: tuple[np.ndarray, np.ndarray, dict] | None = None
-        self._inline_fit = context.clock.simulated
+        self._inline_fit = context.clock.simulated or p.online_at is not None
+        self._online_at = list(p.online_at or [])
+        self._version = 0
         if p.weights is not None:
             self.coef_ = np.asarray(p.weights, dtype=np.float64)
             self.intercept_ = np.asarray(p.bias or [0.0] * len(p.weights), dtype=np.float64)
@@ -113,13 +124,28 @@ class LinearClassifier(Node):
         x = chunk.data
         if self._fit_error is not None:  # the background fit failed: fail the run, loudly
             raise RuntimeError(f"calibration failed: {self._fit_error!r}") from self._fit_error
-        if self.coef_ is None and self._fitted is not None:
-            self._install(*self._fitted)  # swap between two chunks
+        first = float(chunk.timestamps[0])
+        announce = None
+        if self.coef_ is None and self._fitted is not None and self._due(first):
+            announce = self._install(*self._fitted, first_window=first)  # between two chunks
         if self.coef_ is None:
-            if self._fitting is None:
+            if self._fitting is None and self._fitted is None:
                 self._collect(x, chunk.timestamps)
-            return None
-        return {"decision": Chunk(self.predict_proba(x), chunk.timestamps, self._spec)}
+                if self._fitted is not None and self._due(first):  # fitted inline: serve now
+                    announce = self._install(*self._fitted, first_window=first)
+            if self.coef_ is None:
+                return None
+        out: dict[str, AnyChunk] = {
+            "decision": Chunk(self.predict_proba(x), chunk.timestamps, self._spec)}
+        if announce is not None:
+            out["model"] = announce
+        return out
+
+    def _due(self, first_window: float) -> bool:
+        """Whether a fitted model may go online at the window stamped ``first_window``."""
+        if self.params.online_at is None:
+            return True
+        return bool(self._online_at) and first_window >= self._online_at[0]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities.
@@ -154,7 +180,7 @@ class LinearClassifier(Node):
             if counts.min() >= self.params.min_windows:
                 x_, y_, g_ = np.asarray(self._x), np.asarray(self._y), np.asarray(self._groups)
                 if self._inline_fit:
-                    self._install(*self._fit(x_, y_, g_))
+                    self._fitted = self._fit(x_, y_, g_)
                 else:
                     self._fitting = threading.Thread(target=self._fit_in_background,
                                                      args=(x_, y_, g_), daemon=True,
@@ -195,11 +221,20 @@ class LinearClassifier(Node):
                     "chance": 1.0 / len(self.params.classes)}
         return lda.coef_.copy(), lda.intercept_.copy(), training
 
-    def _install(self, coef: np.ndarray, intercept: np.ndarray, training: dict) -> None:
+    def _install(self, coef: np.ndarray, intercept: np.ndarray, training: dict, *,
+                 first_window: float) -> EventChunk:
+        """Serve the fitted model from now on; returns its ``model/online`` marker."""
         self.coef_, self.intercept_, self.training = coef, intercept, training
         self._fitted = None
+        if self._online_at:
+            self._online_at.pop(0)
+        self._version += 1
+        # only what a replay computes identically goes into the recorded marker
+        info = {"version": self._version, "first_window": first_window, **training}
         if self.context is not None:
-            self.context.emit_event("decoder_trained", node=self.name, **training)
+            self.context.emit_event("decoder_trained", node=self.name, **info)
+        return EventChunk.single(f"model/online {json.dumps(info, sort_keys=True)}",
+                                 first_window, self.output_specs["model"])
 
     def close(self) -> None:
         if self._fitting is not None:

@@ -76,9 +76,35 @@ def source_nodes(config: PipelineConfig) -> list[str]:
     return names
 
 
+def model_swaps(config: PipelineConfig, recording: Any) -> dict[str, list[float]]:
+    """When each recorded model went online, for the nodes of ``config`` that can replay it.
+
+    A decoder that fits in the background on the live clock puts a model online at
+    whichever chunk follows the end of the fit; the recording says which one (its
+    ``<node>.model`` stream, one ``model/online`` marker per model, stamped with the
+    first window it served). Nodes whose parameters take ``online_at`` get those
+    timestamps back, so an exact replay swaps at the same windows.
+
+    Returns
+    -------
+    dict of str to list of float
+        Node name -> first-window timestamps, in recorded order.
+    """
+    names = {s.spec.name: s for s in recording.streams}
+    swaps: dict[str, list[float]] = {}
+    for name, node in config.nodes.items():
+        stream = names.get(f"{name}.model")
+        if stream is None or "online_at" not in get_node_class(node.type).Params.model_fields:
+            continue
+        online = [i for i, m in enumerate(stream.data[:, 0]) if str(m).startswith("model/online")]
+        swaps[name] = [float(stream.timestamps[i]) for i in online]
+    return swaps
+
+
 def replay_pipeline(config: PipelineConfig, recording: Path, feeds: dict[str, dict[str, str]],
                     chunk_indexes: dict[str, str], *, clock: str, speed: float,
-                    duration: float | None) -> PipelineConfig:
+                    duration: float | None,
+                    swaps: dict[str, list[float]] | None = None) -> PipelineConfig:
     """``config`` with source nodes replaced by ``file_replay`` nodes.
 
     Parameters
@@ -97,8 +123,14 @@ def replay_pipeline(config: PipelineConfig, recording: Path, feeds: dict[str, di
         Replay speed on the live clock.
     duration : float or None
         Seconds to run; None until the file ends.
+    swaps : dict of str to list of float, optional
+        Node -> when its recorded models went online (:func:`model_swaps`).
     """
     nodes = dict(config.nodes)
+    for name, online_at in (swaps or {}).items():
+        node = nodes[name]
+        nodes[name] = node.model_copy(update={"params": {**node.params,
+                                                         "online_at": online_at}})
     for name, ports in feeds.items():
         original = nodes[name]
         params: dict[str, Any] = {"path": str(recording), "ports": ports, "speed": speed}

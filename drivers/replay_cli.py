@@ -166,6 +166,8 @@ def _through_pipeline(args: argparse.Namespace, target: Path, session: bool) -> 
         config = ref.config if args.pipeline is None else load_pipeline(args.pipeline)[0]
         rec = _load(ref.recording)
         feeds, indexes = replay.session_feeds(ref, config, [s.spec.name for s in rec.streams])
+        # an exact replay puts each recorded model online at the window it first served
+        swaps = replay.model_swaps(config, rec) if args.fast else {}
         path = ref.recording
         if args.subject == "01" and ref.manifest.get("subject"):  # the default: keep the subject
             args.subject = ref.manifest["subject"]
@@ -173,12 +175,13 @@ def _through_pipeline(args: argparse.Namespace, target: Path, session: bool) -> 
         config = load_pipeline(args.pipeline)[0]
         rec = _load(target)
         feeds, indexes, path = replay.file_feeds(config, rec, args.source), {}, target
+        swaps = {}
     for w in rec.warnings:
         print(f"bci: warning: {w}", file=sys.stderr)
     if args.seed is not None:
         config = config.model_copy(update={"seed": args.seed})
     config = replay.replay_pipeline(config, path.resolve(), feeds, indexes, clock=clock,
-                                    speed=args.speed, duration=args.duration)
+                                    speed=args.speed, duration=args.duration, swaps=swaps)
     text = yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude_none=False),
                           sort_keys=False)
     config, lines = load_pipeline_text(text, f"<replay of {target}>")

@@ -75,14 +75,15 @@ def test_fast_replay_of_a_session_reproduces_every_recorded_output(
 
 def test_fast_replay_of_a_live_session_reproduces_its_decisions(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Recorded on the live clock (real time, chunks as they came), replayed as fast as possible."""
+    """Recorded on the live clock (real time, chunks as they came), replayed as fast as possible.
+
+    The decoder calibrates online: on the live clock its fit runs in the background and
+    the model goes online at whichever chunk follows the fit, which the replay learns
+    from the recorded ``decoder.model`` stream.
+    """
     config = yaml.safe_load(demo_pipeline_path().read_text())
-    config["duration"] = 8
-    # a fixed model: a decoder fitted in the background on the live clock goes online at
-    # a chunk the replay does not know yet (the swap is not in the recording; issue 5)
-    config["nodes"]["decoder"]["params"] = {"classes": ["left", "right"],
-                                            "weights": [[1, -1, 0, 0, 0, 0, 0, 0]],
-                                            "bias": [0.0]}
+    config["duration"] = 9
+    config["nodes"]["decoder"]["params"].update(calibration_s=4, min_windows=5)
     config["nodes"]["eeg"]["params"]["timing"].update(imagery_s=1.5, rest_s=0.5)
     config["nodes"]["feedback"]["params"]["lsl_name"] = f"test-replay-{tmp_path.name}"
     pipeline = tmp_path / "short_demo.yaml"
@@ -90,13 +91,23 @@ def test_fast_replay_of_a_live_session_reproduces_its_decisions(
     code, live = run_json(capsys, "run", str(pipeline), "--subject", "P1",
                           "--sessions-root", str(tmp_path / "sessions"))
     assert code == 0 and live["decisions"] > 0, live
+    before = streams_of(Path(live["session_dir"]))
+    [[marker]] = before["decoder.model"]["time_series"]
+    [went_online] = before["decoder.model"]["time_stamps"]
+    info = json.loads(marker.split(" ", 1)[1])
+    assert marker.startswith("model/online ") and info["version"] == 1
+    # stamped with the first window the model served: the first decision
+    assert went_online == before["decoder.decision"]["time_stamps"][0] == info["first_window"]
     code, summary = run_json(capsys, "replay", live["session_dir"], "--fast",
                              "--sessions-root", str(tmp_path / "sessions"))
     assert code == 0, summary
     assert summary["replay"]["reproduced"] is True
     assert Path(summary["session_dir"]).parent.name == "sub-P1"  # the subject is kept
-    before, after = streams_of(Path(live["session_dir"])), streams_of(Path(summary["session_dir"]))
+    after = streams_of(Path(summary["session_dir"]))
     assert_same_stream(before["decoder.decision"], after["decoder.decision"])
+    assert_same_stream(before["decoder.model"], after["decoder.model"])
+    replayed = yaml.safe_load((Path(summary["session_dir"]) / "config.yaml").read_text())
+    assert replayed["nodes"]["decoder"]["params"]["online_at"] == [went_online]
 
 
 def test_replay_through_another_pipeline_reports_what_changed(
