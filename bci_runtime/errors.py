@@ -15,6 +15,12 @@ what was wrong, where, and how to fix it::
     │   ├── BadChunkError           a source delivered a malformed chunk under the ``stop`` policy
     │   ├── WorkerDiedError         a worker process exited unexpectedly
     │   └── StreamNotFoundError     no LSL stream matched a query
+    ├── DecoderError                a decoder was given what it cannot use (also a ValueError,
+    │   │                           as scikit-learn expects); the model that serves is unchanged
+    │   ├── NotFittedError          predict / partial_fit / transform before fit (also an
+    │   │                           AttributeError, like scikit-learn's)
+    │   └── ModelFileError          a model file is missing, tampered with, foreign or not
+    │                               ours (a pickle is never executed)
     └── DependencyError             an optional dependency is missing (with an install hint)
 
 The command line maps :class:`ConfigError` to exit code 2 and every other
@@ -185,6 +191,21 @@ class WorkerDiedError(RunError):
 
 class StreamNotFoundError(RunError):
     """No LSL stream matched the query."""
+
+
+class DecoderError(BciError, ValueError):
+    """A decoder was given data or settings it cannot use.
+
+    Raised before any state changes, so a serving model keeps serving.
+    """
+
+
+class NotFittedError(DecoderError, AttributeError):
+    """A decoder or strategy was used before ``fit``."""
+
+
+class ModelFileError(DecoderError):
+    """A model file cannot be trusted or read (hash mismatch, foreign format, pickle)."""
 
 
 class DependencyError(BciError):
