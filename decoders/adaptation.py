@@ -227,7 +227,9 @@ class HeadPartialFit(Strategy):
     supervised = True
 
     def applies_to(self, decoder: Any) -> str | None:
-        return None if hasattr(decoder, "partial_fit") else "has no partial_fit"
+        if getattr(decoder, "supports_partial_fit", hasattr(decoder, "partial_fit")):
+            return None
+        return "cannot be updated online (no partial_fit for its head)"
 
     def update(self, X: np.ndarray, y: np.ndarray | None = None,
                sample_weight: np.ndarray | None = None, decoder: Any = None,

@@ -203,15 +203,18 @@ class EpochClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Head scores, shape (n_trials,) for two classes, else (n_trials, n_classes)."""
-        return self.head_.decision_function(self.features(X))
+        features = self.features(X)  # checks it was fitted first
+        return self.head_.decision_function(features)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_trials, n_classes), in ``classes_`` order."""
-        return self.head_.predict_proba(self.features(X))
+        features = self.features(X)  # checks it was fitted first
+        return self.head_.predict_proba(features)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class per trial, shape (n_trials,)."""
-        return self.head_.predict(self.features(X))
+        features = self.features(X)  # checks it was fitted first
+        return self.head_.predict(features)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> EpochClassifier:
@@ -239,6 +242,11 @@ class EpochClassifier(ClassifierMixin, BaseEstimator):
                                hint="choose a head with partial_fit (e.g. adaptive LDA)")
         self.head_.partial_fit(self._features(X), y, sample_weight=sample_weight)
         return self
+
+    @property
+    def supports_partial_fit(self) -> bool:
+        """Whether :meth:`partial_fit` can update this (fitted) decoder."""
+        return hasattr(getattr(self, "head_", None), "partial_fit")
 
     # -- for subclasses -------------------------------------------------------------
 

@@ -128,7 +128,7 @@ def test_list_shows_both_sessions_in_order(root: Path, capsys) -> None:
     assert [r["key"] for r in rows] == ["sub-01/ses-01", "sub-01/ses-02"]
     for r in rows:
         assert r["status"] == "completed" and r["task"] == "demo" and r["problem"] is None
-        assert r["streams"] == 7 and r["recorded_s"] == pytest.approx(20.0)
+        assert r["streams"] == 8 and r["recorded_s"] == pytest.approx(20.0)
         assert r["size_bytes"] > 0 and r["duration_s"] is not None
 
     code, out, _ = bci(capsys, "list", "--root", root)
