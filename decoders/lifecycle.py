@@ -1,0 +1,386 @@
+"""A co-adaptive decoder's managed lifecycle: versions, background updates, shadow, rollback.
+
+The hot path only ever calls :meth:`ModelLifecycle.predict_proba` on the
+*serving* version and, between two chunks, :meth:`ModelLifecycle.poll`. Every
+change of the model is computed elsewhere:
+
+1. :meth:`~ModelLifecycle.submit` queues a job (calibrate, adapt to trials,
+   recalibrate on recent trials) for one background worker thread;
+2. the worker applies jobs in queue order to its own working copy, and after
+   each job publishes a snapshot: a new :class:`ModelVersion` (parent, the
+   trials it learned from, a hash of its parameters);
+3. :meth:`~ModelLifecycle.poll` installs a published version between two
+   chunks: the first one goes straight online; later ones enter **shadow**,
+   predicting the next ``shadow_trials`` labelled trials next to the serving
+   version, and are then promoted (swap) or **rolled back** when they did worse
+   by more than ``tolerance``. A version published while another is in shadow
+   descends from it and takes its place; the branch's shadow record goes on. A rollback also resets the worker's copy to the
+   serving version.
+
+Everything that decides what the model is happens on the hot path's thread, in
+chunk order, and the worker is a pure function of its job queue: the one thing
+that depends on the machine is *when* a job's result is ready. The lifecycle
+reports each install with the timestamp of the first window it served, and
+:class:`ModelLifecycle` given those timestamps (``install_at``) computes every job
+inline and installs each result at its recorded window, so a replay reproduces
+every update, swap and rollback.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bci_runtime.errors import DecoderError
+
+
+@dataclass
+class ModelVersion:
+    """One version of the decoder.
+
+    Attributes
+    ----------
+    version : int
+        1 for the calibrated model, then one more per published update.
+    parent : int or None
+        The version it was derived from.
+    reason : str
+        ``calibration``, ``update`` or ``recalibration``.
+    model : estimator
+        The fitted model (owned by the lifecycle; never mutated once published).
+    trained_on : dict
+        The data window it learned from: ``trials`` (count) and ``first``/``last``
+        timestamps of those trials.
+    digest : str
+        SHA-256 of its parameters (see :func:`model_digest`).
+    metrics : dict
+        Shadow evaluation: ``shadow_trials``, ``accuracy``, ``serving_accuracy``.
+    """
+
+    version: int
+    parent: int | None
+    reason: str
+    model: Any
+    trained_on: dict[str, Any]
+    digest: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    stored: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (no parameters)."""
+        return {"version": self.version, "parent": self.parent, "reason": self.reason,
+                "trained_on": self.trained_on, "digest": self.digest, "metrics": self.metrics,
+                **self.stored}
+
+
+def model_digest(model: Any) -> str:
+    """SHA-256 over a model's fitted arrays and scalars, in attribute order.
+
+    Two models with the same parameters have the same digest; it identifies a
+    version in events and manifests without writing a file.
+    """
+    h = hashlib.sha256()
+
+    def walk(obj: Any, depth: int) -> None:
+        if depth > 8:
+            return
+        if isinstance(obj, np.ndarray):
+            h.update(str(obj.dtype).encode() + str(obj.shape).encode())
+            if obj.dtype != object:
+                h.update(np.ascontiguousarray(obj).tobytes())
+        elif isinstance(obj, (int, float, str, bool, type(None), np.generic)):
+            h.update(repr(obj).encode())
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item, depth + 1)
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=str):
+                h.update(str(key).encode())
+                walk(obj[key], depth + 1)
+        elif hasattr(obj, "state_dict") and callable(obj.state_dict):  # torch modules
+            for key, tensor in obj.state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().numpy().tobytes())
+        elif hasattr(obj, "__dict__"):
+            h.update(type(obj).__qualname__.encode())
+            walk(vars(obj), depth + 1)
+
+    walk(model, 0)
+    return h.hexdigest()
+
+
+@dataclass
+class Job:
+    """Work for the background worker.
+
+    Attributes
+    ----------
+    kind : {"calibrate", "update", "recalibrate", "reset"}
+    X : ndarray, shape (n_trials, n_channels, n_times), or None
+    y : ndarray, shape (n_trials,), or None
+    correct : ndarray of bool, shape (n_trials,), or None
+    times : ndarray, shape (n_trials,)
+        Trial timestamps (what the version's ``trained_on`` reports).
+    model : estimator or None
+        ``reset``: the version to continue from.
+    parent : int or None
+        ``reset``: that version's number.
+    """
+
+    kind: str
+    X: np.ndarray | None = None
+    y: np.ndarray | None = None
+    correct: np.ndarray | None = None
+    times: np.ndarray | None = None
+    model: Any = None
+    parent: int | None = None
+    epoch: int = 0
+
+
+class ModelLifecycle:
+    """Serve one version, update a copy in the background, shadow, swap, roll back.
+
+    Parameters
+    ----------
+    make_model : callable
+        Returns a new unfitted model (e.g. a
+        :class:`~bci_runtime.decoders.adaptation.CoAdaptiveDecoder`), for
+        calibration and recalibration.
+    shadow_trials : int
+        Labelled trials a new version predicts in shadow before it is promoted
+        or rolled back; 0 swaps every new version in at once.
+    tolerance : float
+        How much lower the candidate's shadow accuracy may be than the serving
+        version's before it is rolled back.
+    on_event : callable
+        ``on_event(kind, details)`` for every install, swap, rollback and
+        failure; ``details`` is JSON-ready.
+    background : bool
+        Run jobs on a worker thread (live); False runs them inline at
+        :meth:`submit` (simulated clock, replay).
+    install_at : list of float, optional
+        Replay: the first-window timestamps at which the recorded run installed
+        each published version, in order. Jobs run inline and each result is
+        held until its timestamp.
+    archive : callable, optional
+        ``archive(version) -> dict`` called by the worker right after a version is
+        published, e.g. to write its model file; what it returns (``file``,
+        ``sha256``) is added to the version's description. Versions that are
+        neither serving nor in shadow then drop their in-memory model.
+    """
+
+    def __init__(self, make_model: Callable[[], Any], *, shadow_trials: int = 10,
+                 tolerance: float = 0.0, on_event: Callable[[str, dict], None] | None = None,
+                 background: bool = True, install_at: list[float] | None = None,
+                 archive: Callable[[ModelVersion], dict] | None = None) -> None:
+        if shadow_trials < 0:
+            raise DecoderError(f"shadow_trials must be >= 0, got {shadow_trials}")
+        self.make_model = make_model
+        self.shadow_trials = shadow_trials
+        self.tolerance = tolerance
+        self.on_event = on_event or (lambda kind, details: None)
+        self.archive = archive
+        self.install_at = None if install_at is None else list(install_at)
+        self.background = background and install_at is None
+        self.versions: list[ModelVersion] = []
+        self.serving: ModelVersion | None = None
+        self.candidate: ModelVersion | None = None
+        self._shadow: list[tuple[bool, bool]] = []  # (candidate right, serving right)
+        self._ready: list[ModelVersion] = []  # published, not installed yet
+        self._ready_lock = threading.Lock()
+        self._working: Any = None  # the worker's copy
+        self._working_parent: int | None = None
+        self._next_version = 1
+        self._epoch = 0  # rollbacks so far
+        self._error: BaseException | None = None
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        if self.background:
+            self._worker = threading.Thread(target=self._work, daemon=True,
+                                            name="decoder-lifecycle")
+            self._worker.start()
+
+    # -- hot path -------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        """Whether a version is serving."""
+        return self.serving is not None
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The serving version's class probabilities, shape (n_windows, n_classes)."""
+        return self.serving.model.predict_proba(X)  # type: ignore[union-attr]
+
+    def poll(self, first_window: float) -> list[tuple[str, dict]]:
+        """Between two chunks: install what the worker published, if it is due.
+
+        Parameters
+        ----------
+        first_window : float
+            Timestamp of the first window the next chunk will serve.
+
+        Returns
+        -------
+        list of (str, dict)
+            The events raised (also sent to ``on_event``).
+        """
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise DecoderError(f"the background update failed: {error!r}",
+                               hint="the serving version keeps serving; see the traceback "
+                               "in the events log") from error
+        events: list[tuple[str, dict]] = []
+        while True:
+            with self._ready_lock:
+                if not self._ready:
+                    break
+                if self.install_at is not None:
+                    if not self.install_at or first_window < self.install_at[0]:
+                        break
+                    self.install_at.pop(0)
+                version = self._ready.pop(0)
+                if version.epoch != self._epoch:
+                    continue  # learned on a branch that was rolled back
+            events.append(self._install(version, first_window))
+        return events
+
+    def observe(self, X: np.ndarray, y: np.ndarray, t: float) -> list[tuple[str, dict]]:
+        """A labelled trial for the shadow evaluation (before anyone learns from it).
+
+        Parameters
+        ----------
+        X : ndarray, shape (1, n_channels, n_times)
+        y : ndarray, shape (1,)
+        t : float
+            The trial's timestamp.
+        """
+        if self.candidate is None or self.serving is None:
+            return []
+        serving_right = bool(self.serving.model.predict(X)[0] == y[0])
+        candidate_right = bool(self.candidate.model.predict(X)[0] == y[0])
+        self._shadow.append((candidate_right, serving_right))
+        if len(self._shadow) < self.shadow_trials:
+            return []
+        return [self._decide(t)]
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job for the worker (or run it now, inline)."""
+        job.epoch = self._epoch
+        if self.background:
+            self._jobs.put(job)
+        else:
+            self._run(job)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker after the jobs already queued."""
+        if self._worker is not None and self._worker.is_alive():
+            self._jobs.put(None)
+            self._worker.join(timeout)
+
+    def pending(self) -> int:
+        """Jobs queued and not done yet."""
+        return self._jobs.unfinished_tasks if self.background else 0
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                self._run(job)
+            except Exception as exc:  # reported on the hot path's thread at the next poll
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def _run(self, job: Job) -> None:
+        if job.kind == "reset":
+            self._working = copy.deepcopy(job.model)
+            self._working_parent = job.parent
+            return
+        if job.kind in ("calibrate", "recalibrate"):
+            model = self.make_model().fit(job.X, job.y)
+        elif job.kind == "update":
+            if self._working is None:
+                return  # nothing calibrated yet: nothing to adapt
+            model = self._working
+            model.partial_fit(job.X, job.y, correct=job.correct)
+        else:
+            raise DecoderError(f"unknown job kind '{job.kind}'")
+        self._working = model
+        times = job.times if job.times is not None and len(job.times) else np.array([np.nan])
+        version = ModelVersion(
+            version=self._next_version, parent=self._working_parent, reason={
+                "calibrate": "calibration", "recalibrate": "recalibration"}.get(job.kind,
+                                                                                 "update"),
+            model=copy.deepcopy(model),
+            trained_on={"trials": int(len(job.X)), "first": float(times[0]),
+                        "last": float(times[-1])},
+            digest=model_digest(model), epoch=job.epoch)
+        self._working_parent = version.version
+        self._next_version += 1
+        if self.archive is not None:
+            version.stored = dict(self.archive(version))
+        with self._ready_lock:
+            self._ready.append(version)
+
+    # -- decisions ------------------------------------------------------------------
+
+    def _install(self, version: ModelVersion, first_window: float) -> tuple[str, dict]:
+        self.versions.append(version)
+        if self.serving is None or self.shadow_trials == 0:
+            previous = self.serving
+            self.serving, self.candidate, self._shadow = version, None, []
+            details = {**version.describe(), "first_window": first_window,
+                       "replaces": None if previous is None else previous.version}
+            kind = "online" if previous is None else "swap"
+        else:
+            # a newer candidate replaces one still in shadow: it descends from it (same
+            # epoch), so the branch's shadow record goes on instead of starting over
+            if self.candidate is None:
+                self._shadow = []
+            self.candidate = version
+            details = {**version.describe(), "first_window": first_window,
+                       "serving": self.serving.version}
+            kind = "shadow"
+        self.on_event(kind, details)
+        self._release()
+        return kind, details
+
+    def _release(self) -> None:
+        """Drop the in-memory model of versions that neither serve nor shadow (archived)."""
+        if self.archive is None:
+            return
+        for v in self.versions:
+            if v is not self.serving and v is not self.candidate:
+                v.model = None
+
+    def _decide(self, t: float) -> tuple[str, dict]:
+        candidate, serving = self.candidate, self.serving
+        hits = np.array(self._shadow, dtype=float)
+        cand_acc, serv_acc = float(hits[:, 0].mean()), float(hits[:, 1].mean())
+        candidate.metrics = {"shadow_trials": len(hits), "accuracy": round(cand_acc, 4),  # type: ignore[union-attr]
+                             "serving_accuracy": round(serv_acc, 4)}
+        self.candidate, self._shadow = None, []
+        details = {**candidate.describe(), "at": t, "serving": serving.version}  # type: ignore[union-attr]
+        if cand_acc + self.tolerance >= serv_acc:
+            self.serving = candidate
+            kind = "swap"
+        else:
+            kind = "rollback"
+            # the worker continues from what serves, not from the rejected branch
+            self._epoch += 1
+            self.submit(Job("reset", model=serving.model, parent=serving.version))  # type: ignore[union-attr]
+        self.on_event(kind, details)
+        self._release()
+        return kind, details
