@@ -30,7 +30,7 @@ class LinearClassifierParams(NodeParams):
     label_delay_s: float = Field(0.5, ge=0, description="skip this long after each cue")
     shrinkage: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "auto", description="LDA covariance shrinkage, 'auto' (Ledoit-Wolf) or 0-1")
-    online_at: list[float] | None = Field(
+    install_at: list[float] | None = Field(
         None, description="timestamps of the first window each model served in a recorded "
         "session (its 'model' stream); the fit then runs inline and each model goes online "
         "at that window, as it did in the recording. `bci replay` sets it")
@@ -110,8 +110,8 @@ class LinearClassifier(Node):
         self._fit_error: BaseException | None = None
         self._warned = False
         self._fitted: tuple[np.ndarray, np.ndarray, dict] | None = None
-        self._inline_fit = context.clock.simulated or p.online_at is not None
-        self._online_at = list(p.online_at or [])
+        self._inline_fit = context.clock.simulated or p.install_at is not None
+        self._install_at = list(p.install_at or [])
         self._version = 0
         if p.weights is not None:
             self.coef_ = np.asarray(p.weights, dtype=np.float64)
@@ -143,9 +143,9 @@ class LinearClassifier(Node):
 
     def _due(self, first_window: float) -> bool:
         """Whether a fitted model may go online at the window stamped ``first_window``."""
-        if self.params.online_at is None:
+        if self.params.install_at is None:
             return True
-        return bool(self._online_at) and first_window >= self._online_at[0]
+        return bool(self._install_at) and first_window >= self._install_at[0]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities.
@@ -226,8 +226,8 @@ class LinearClassifier(Node):
         """Serve the fitted model from now on; returns its ``model/online`` marker."""
         self.coef_, self.intercept_, self.training = coef, intercept, training
         self._fitted = None
-        if self._online_at:
-            self._online_at.pop(0)
+        if self._install_at:
+            self._install_at.pop(0)
         self._version += 1
         # only what a replay computes identically goes into the recorded marker
         info = {"version": self._version, "first_window": first_window, **training}

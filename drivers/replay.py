@@ -15,6 +15,7 @@ stream).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,14 @@ def source_nodes(config: PipelineConfig) -> list[str]:
 
 
 def model_swaps(config: PipelineConfig, recording: Any) -> dict[str, list[float]]:
-    """When each recorded model went online, for the nodes of ``config`` that can replay it.
+    """When each recorded model was installed, for the nodes of ``config`` that can replay it.
 
-    A decoder that fits in the background on the live clock puts a model online at
-    whichever chunk follows the end of the fit; the recording says which one (its
-    ``<node>.model`` stream, one ``model/online`` marker per model, stamped with the
-    first window it served). Nodes whose parameters take ``online_at`` get those
-    timestamps back, so an exact replay swaps at the same windows.
+    A decoder that fits or updates in the background on the live clock installs a
+    new model at whichever chunk follows the end of the work; the recording says
+    which one: its ``<node>.model`` stream holds one ``model/<kind> {json}`` marker
+    per event, and the installs carry ``first_window``, the timestamp of the first
+    window the new model served. Nodes whose parameters take ``install_at`` get
+    those timestamps back, so an exact replay installs at the same windows.
 
     Returns
     -------
@@ -94,11 +96,23 @@ def model_swaps(config: PipelineConfig, recording: Any) -> dict[str, list[float]
     swaps: dict[str, list[float]] = {}
     for name, node in config.nodes.items():
         stream = names.get(f"{name}.model")
-        if stream is None or "online_at" not in get_node_class(node.type).Params.model_fields:
+        if stream is None or "install_at" not in get_node_class(node.type).Params.model_fields:
             continue
-        online = [i for i, m in enumerate(stream.data[:, 0]) if str(m).startswith("model/online")]
-        swaps[name] = [float(stream.timestamps[i]) for i in online]
+        swaps[name] = [t for t in map(_first_window, stream.data[:, 0]) if t is not None]
     return swaps
+
+
+def _first_window(marker: Any) -> float | None:
+    """``first_window`` of a ``model/<kind> {json}`` marker, None when it has none."""
+    text = str(marker)
+    if not text.startswith("model/") or " " not in text:
+        return None
+    try:
+        details = json.loads(text.split(" ", 1)[1])
+    except ValueError:
+        return None
+    value = details.get("first_window") if isinstance(details, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def replay_pipeline(config: PipelineConfig, recording: Path, feeds: dict[str, dict[str, str]],
@@ -127,10 +141,10 @@ def replay_pipeline(config: PipelineConfig, recording: Path, feeds: dict[str, di
         Node -> when its recorded models went online (:func:`model_swaps`).
     """
     nodes = dict(config.nodes)
-    for name, online_at in (swaps or {}).items():
+    for name, install_at in (swaps or {}).items():
         node = nodes[name]
         nodes[name] = node.model_copy(update={"params": {**node.params,
-                                                         "online_at": online_at}})
+                                                         "install_at": install_at}})
     for name, ports in feeds.items():
         original = nodes[name]
         params: dict[str, Any] = {"path": str(recording), "ports": ports, "speed": speed}

@@ -107,7 +107,7 @@ def test_fast_replay_of_a_live_session_reproduces_its_decisions(
     assert_same_stream(before["decoder.decision"], after["decoder.decision"])
     assert_same_stream(before["decoder.model"], after["decoder.model"])
     replayed = yaml.safe_load((Path(summary["session_dir"]) / "config.yaml").read_text())
-    assert replayed["nodes"]["decoder"]["params"]["online_at"] == [went_online]
+    assert replayed["nodes"]["decoder"]["params"]["install_at"] == [went_online]
 
 
 def test_replay_through_another_pipeline_reports_what_changed(
