@@ -74,12 +74,16 @@ _ENTRIES = (
           "multi-view CNN + Transformer (torch)", {"band": (8.0, 30.0)}),
     Entry("cca", "ssvep", "ssvep:CCA", "canonical correlation with reference sinusoids"),
     Entry("fbcca", "ssvep", "ssvep:FilterBankCCA", "filter-bank CCA (training-free)"),
+    Entry("blockcov-ts", "ssvep", "ssvep:BlockCovTS",
+          "block covariances around each frequency -> tangent space -> logistic regression"),
+    Entry("ssvep-ensemble", "ssvep", "ssvep:SSVEPEnsemble",
+          "FBCCA scores and block covariances, two logistic heads averaged"),
     Entry("ridge", "continuous", "continuous:RidgeDecoder",
           "ridge regression on band-power features, online sufficient statistics"),
     Entry("kalman", "continuous", "continuous:KalmanDecoder",
           "Kalman-filter velocity decoder (steady-state gain option)"),
 )
-_DEFAULTS = {"mi": "ts-lr", "ssvep": "fbcca", "continuous": "kalman"}
+_DEFAULTS = {"mi": "ts-lr", "ssvep": "ssvep-ensemble", "continuous": "kalman"}
 
 
 def entries() -> list[Entry]:
