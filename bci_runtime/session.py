@@ -318,10 +318,26 @@ class Session:
         if not self._events.closed:
             self._events.close()
         self.manifest.update(stopped=_now_iso(), status=status, error=error)
+        self.manifest["models"] = self._model_versions()
         self.manifest["files"] = self._hash_files(exclude={"manifest.json", CHECKSUMS})
         self._write_json("manifest.json", self.manifest)
         sums = self._hash_files(exclude={CHECKSUMS})
         (self.dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
+
+    def _model_versions(self) -> dict[str, Any]:
+        """Decoder nodes' model versions (``models/<node>/models.json``): file, hash, parent."""
+        models: dict[str, Any] = {}
+        for listing in sorted((self.dir / "models").glob("*/models.json")):
+            try:
+                entries = json.loads(listing.read_text(encoding="utf-8")).get("versions", {})
+            except (OSError, ValueError):
+                continue  # the file hashes below still cover it
+            folder = listing.parent.relative_to(self.dir).as_posix()
+            models[listing.parent.name] = {
+                version: {"file": f"{folder}/{e.get('file')}", "sha256": e.get("sha256"),
+                          "parent": e.get("parent"), "metrics": e.get("metrics", {})}
+                for version, e in entries.items() if isinstance(e, dict)}
+        return models
 
     def _hash_files(self, exclude: set[str]) -> dict[str, str]:
         """SHA-256 of every file in the session folder (relative POSIX path -> hex)."""

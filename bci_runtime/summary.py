@@ -68,6 +68,11 @@ def render_summary(summary: dict[str, Any]) -> None:
                   + (f"   trial accuracy {summary['trial_accuracy']:.3f}"
                      if summary.get("trial_accuracy") is not None else ""))
     for name, t in summary["training"].items():
+        if "versions" in t:  # a co-adaptive decoder with a model lifecycle
+            console.print(f"  decoder '{name}': {t['versions']} model versions, serving "
+                          f"v{t['serving_version']}; swaps {t['swaps']}, rollbacks "
+                          f"{t['rollbacks']}, drift detections {t['drift_detections']}")
+            continue
         cv = t.get("cv_accuracy")
         console.print(f"  decoder '{name}' calibrated on {t['windows']} windows from {t['trials']} "
                       f"trials" + (f", cross-validated accuracy {cv:.3f}" if cv is not None
