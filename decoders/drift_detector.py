@@ -15,8 +15,8 @@ from collections import deque
 
 import numpy as np
 from pyriemann.estimation import Covariances
-from pyriemann.utils.distance import distance_riemann
-from pyriemann.utils.mean import mean_riemann
+from pyriemann.geometry.distance import distance_riemann
+from pyriemann.geometry.mean import mean_riemann
 
 from bci_runtime.decoders.base import check_epochs
 from bci_runtime.errors import DecoderError, NotFittedError
