@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         from bci_runtime.decoders.report import write_report
 
-        out["report"] = str(write_report(args.report, result, train, test, entry.name,
-                                         out, fit=lambda: entry.make(context)))
+        out["report"] = str(write_report(args.report, result, train, test, entry.name, out))
     if args.json:
         print(json.dumps(out))
     else:
