@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     classes = sorted(set(train.y.tolist()))
     context = catalog.DecoderContext(sfreq=train.sfreq, classes=classes, freqs=freqs,
                                      seed=args.seed, n_channels=train.X.shape[1])
-    progress = None if args.json else _progress_printer()
+    # a progress line only for a person at a terminal: logs and pipes get the table alone
+    progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
     result = evaluate(lambda: entry.make(context), train, test, args.adapt,
                       drift_onset_s=onset_s, half_life=args.half_life, progress=progress)
     if progress is not None:
