@@ -28,7 +28,9 @@ def test_a_full_disk_stops_the_run_cleanly_and_keeps_what_was_recorded(
         capsys: pytest.CaptureFixture[str]) -> None:
     from bci_runtime import xdf_writer
 
-    disk = FillingDisk(budget=300_000)  # headers and a few seconds of the streams
+    # room for the headers and the largest first batch (a backlog of queued chunks, ~330 kB
+    # at --fast speed), not for the whole 30 s (~1 MB): the disk fills mid-run
+    disk = FillingDisk(budget=600_000)
     monkeypatch.setattr(xdf_writer, "os", disk)
     code = cli_main(demo(tmp_path))
     out, err = capsys.readouterr()
