@@ -126,8 +126,9 @@ def _file_trials(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str], li
     )
 
     if args.paradigm == "continuous":
-        raise ConfigError("--paradigm continuous evaluates on the simulator for now",
-                          hint="bci evaluate --paradigm continuous --simulate tuning-drift")
+        raise ConfigError("bci evaluate does not take --paradigm continuous yet",
+                          hint="the closed-loop cursor evaluation of the continuous decoders "
+                          "runs with: python bench/clda_cursor.py")
     if not args.train or not args.test:
         raise ConfigError("give --train FILE... and --test FILE... (or --simulate PRESET)")
     if not args.events:

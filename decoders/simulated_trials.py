@@ -65,8 +65,10 @@ def simulated_trials(paradigm: str, preset: str, *, seed: int = 1, n_train: int 
     from bci_runtime.simulators.paradigms import make_generator
 
     if paradigm not in SIMULATED:
-        raise ConfigError(f"--simulate works with --paradigm {' or '.join(SIMULATED)} "
-                          f"(not {paradigm}) for now")
+        raise ConfigError(f"--simulate works with --paradigm {' or '.join(SIMULATED)}, "
+                          f"not {paradigm}",
+                          hint="the closed-loop cursor evaluation of the continuous decoders "
+                          "runs with: python bench/clda_cursor.py")
     kind, params = SIMULATED[paradigm]
     onset_s = TIMING["first_s"] + (n_train + n_before) * TRIAL_S
     total_s = TIMING["first_s"] + (n_train + n_before + n_after) * TRIAL_S + 1.0
