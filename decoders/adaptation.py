@@ -128,6 +128,14 @@ def _linear_head(decoder: Any) -> Any:
     return head
 
 
+def _require_linear_head(strategy: str, decoder: Any) -> Any:
+    head = _linear_head(decoder)
+    if head is None:
+        raise DecoderError(f"{strategy} adapts a linear head; {type(decoder).__name__} has none",
+                           hint="use a decoder with an LDA or logistic head")
+    return head
+
+
 class PooledMeanBias(Strategy):
     """Unsupervised adaptive LDA bias (Vidaurre et al. 2011, "pmean").
 
@@ -144,10 +152,7 @@ class PooledMeanBias(Strategy):
         return None if _linear_head(decoder) is not None else "needs a linear head (coef_)"
 
     def fit(self, X: np.ndarray, y: np.ndarray, decoder: Any = None) -> PooledMeanBias:
-        head = _linear_head(decoder)
-        if head is None:
-            raise DecoderError(f"lda-bias adapts a linear head; {type(decoder).__name__} "
-                               "has none", hint="use a decoder with an LDA or logistic head")
+        head = _require_linear_head("lda-bias", decoder)
         self.mean0_ = decoder.features(X).mean(axis=0)
         self.mean_ = self.mean0_.copy()
         self.intercept0_ = np.array(head.intercept_, dtype=np.float64, copy=True)
@@ -182,10 +187,7 @@ class FeatureNormalization(Strategy):
         return None if _linear_head(decoder) is not None else "needs a linear head (coef_)"
 
     def fit(self, X: np.ndarray, y: np.ndarray, decoder: Any = None) -> FeatureNormalization:
-        head = _linear_head(decoder)
-        if head is None:
-            raise DecoderError(f"normalize adapts a linear head; {type(decoder).__name__} "
-                               "has none", hint="use a decoder with an LDA or logistic head")
+        head = _require_linear_head("normalize", decoder)
         features = decoder.features(X)
         self.mean0_, self.scale0_ = features.mean(axis=0), features.std(axis=0) + 1e-12
         self.mean_, self.var_ = self.mean0_.copy(), self.scale0_ ** 2

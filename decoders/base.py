@@ -149,6 +149,14 @@ def check_labels(y: Any, classes: np.ndarray | None, n: int, *,
     return arr
 
 
+def check_update_classes(classes: Any, fitted: np.ndarray, *, who: str) -> None:
+    """``partial_fit(..., classes=...)`` must name the fitted classes (scikit-learn's API)."""
+    if classes is not None and set(np.asarray(classes).tolist()) != set(fitted.tolist()):
+        raise DecoderError(f"{who}: partial_fit classes {np.asarray(classes).tolist()} "
+                           f"differ from the fitted {fitted.tolist()}",
+                           hint="refit to add or remove a class")
+
+
 class EpochClassifier(ClassifierMixin, BaseEstimator):
     """Base of epoch classifiers: a feature extractor and a head.
 
@@ -228,14 +236,7 @@ class EpochClassifier(ClassifierMixin, BaseEstimator):
             Accepted for scikit-learn's API; must be the fitted classes.
         sample_weight : array-like, shape (n_trials,), optional
         """
-        self._require_fitted("partial_fit")
-        X = self._checked(X)
-        y = check_labels(y, self.classes_, X.shape[0], who=type(self).__name__)
-        if classes is not None and set(np.asarray(classes).tolist()) != set(
-                self.classes_.tolist()):
-            raise DecoderError(f"{type(self).__name__}: partial_fit classes "
-                               f"{np.asarray(classes).tolist()} differ from the fitted "
-                               f"{self.classes_.tolist()}")
+        X, y = self._update_inputs(X, y, classes)
         if not hasattr(self.head_, "partial_fit"):
             raise DecoderError(f"{type(self).__name__}: its head "
                                f"({type(self.head_).__name__}) cannot be updated online",
@@ -258,6 +259,15 @@ class EpochClassifier(ClassifierMixin, BaseEstimator):
 
     def _make_head(self) -> Any:
         raise NotImplementedError
+
+    def _update_inputs(self, X: Any, y: Any, classes: Any) -> tuple[np.ndarray, np.ndarray]:
+        """What every ``partial_fit`` checks first: fitted, epochs, labels, classes."""
+        self._require_fitted("partial_fit")
+        X = self._checked(X)
+        who = type(self).__name__
+        y = check_labels(y, self.classes_, X.shape[0], who=who)
+        check_update_classes(classes, self.classes_, who=who)
+        return X, y
 
     def _checked(self, X: Any) -> np.ndarray:
         self._require_fitted("predict")

@@ -28,7 +28,12 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from bci_runtime.decoders.base import check_labels, check_rate, rate_from_half_life
+from bci_runtime.decoders.base import (
+    check_labels,
+    check_rate,
+    check_update_classes,
+    rate_from_half_life,
+)
 from bci_runtime.errors import DecoderError, NotFittedError
 
 __all__ = ["AdaptiveLDA", "UnfittedError", "atomic"]
@@ -243,11 +248,7 @@ class AdaptiveLDA(ClassifierMixin, BaseEstimator):
         except ValueError as exc:
             raise _as_decoder_error(exc, who) from exc
         y = check_labels(y, self.classes_, X.shape[0], who=who)
-        if classes is not None and set(np.asarray(classes).tolist()) != set(
-                self.classes_.tolist()):
-            raise DecoderError(f"{who}: partial_fit classes {np.asarray(classes).tolist()} "
-                               f"differ from the fitted {self.classes_.tolist()}",
-                               hint="refit to add or remove a class")
+        check_update_classes(classes, self.classes_, who=who)
         w = self._checked_weights(sample_weight, X.shape[0], allow_zero_sum=True)
         if (w > 1).any():
             raise DecoderError(f"{who}: partial_fit sample_weight must be in [0, 1], got "

@@ -7,8 +7,8 @@ import threading
 from typing import Annotated, Literal
 
 import numpy as np
-from scipy.special import expit
 from pydantic import Field, model_validator
+from scipy.special import expit
 
 from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
 from bci_runtime.labels import LabelTracker

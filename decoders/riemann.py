@@ -41,7 +41,6 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from bci_runtime.decoders.base import (
     EpochClassifier,
-    check_labels,
     check_rate,
     rate_from_half_life,
 )
@@ -689,14 +688,7 @@ class MDM(_BandCovariances, EpochClassifier):
         sample_weight : array-like, shape (n_trials,), optional
             Weights in [0, 1] multiplying the rate.
         """
-        who = type(self).__name__
-        self._require_fitted("partial_fit")
-        X = self._checked(X)
-        y = check_labels(y, self.classes_, X.shape[0], who=who)
-        if classes is not None and set(np.asarray(classes).tolist()) != set(
-                self.classes_.tolist()):
-            raise DecoderError(f"{who}: partial_fit classes {np.asarray(classes).tolist()} "
-                               f"differ from the fitted {self.classes_.tolist()}")
+        X, y = self._update_inputs(X, y, classes)
         steps = self._rate() * self._sample_weights(sample_weight, X.shape[0])
         keep = steps > 0
         if not keep.any():

@@ -621,13 +621,7 @@ class _SSVEPDecoder(EpochClassifier):
         self
         """
         who = type(self).__name__
-        self._require_fitted("partial_fit")
-        X = self._checked(X)
-        y = check_labels(y, self.classes_, X.shape[0], who=who)
-        if classes is not None and set(np.asarray(classes).tolist()) != set(
-                self.classes_.tolist()):
-            raise DecoderError(f"{who}: partial_fit classes {np.asarray(classes).tolist()} "
-                               f"differ from the fitted {self.classes_.tolist()}")
+        X, y = self._update_inputs(X, y, classes)
         w = _check_weights(sample_weight, X.shape[0], who, all_zero=True)
         F_old, y_old, w_old = self.memory_
         F = np.concatenate([F_old, self._features(X)])[-self.memory:]

@@ -316,13 +316,7 @@ class TorchEpochClassifier(EpochClassifier):
         self
         """
         who = type(self).__name__
-        self._require_fitted("partial_fit")
-        X = self._checked(X)
-        y = check_labels(y, self.classes_, X.shape[0], who=who)
-        if classes is not None and set(np.asarray(classes).tolist()) != set(
-                self.classes_.tolist()):
-            raise DecoderError(f"{who}: partial_fit classes {np.asarray(classes).tolist()} "
-                               f"differ from the fitted {self.classes_.tolist()}")
+        X, y = self._update_inputs(X, y, classes)
         weights = _check_weights(sample_weight, X.shape[0], who)
         self._check_params()
         keep = weights > 0

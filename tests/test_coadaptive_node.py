@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pyxdf
 import yaml
-
-from bci_runtime.cli import main as cli_main
+from session_helpers import run_json, streams_of
 
 PIPELINE = """\
 name: coadaptive
@@ -54,19 +52,6 @@ nodes:
     params: {{lsl_name: {lsl_name}}}
     inputs: {{decision: decoder.decision, truth: eeg.markers}}
 """
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    code = cli_main([*argv, "--json"])
-    out = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    return code, json.loads(out[-1])
-
-
-def streams_of(session: Path) -> dict[str, dict[str, Any]]:
-    manifest = json.loads((session / "manifest.json").read_text())
-    loaded, _ = pyxdf.load_xdf(str(session / manifest["recording"]),
-                               dejitter_timestamps=False)
-    return {s["info"]["name"][0]: s for s in loaded}
 
 
 def model_events(streams: dict[str, dict[str, Any]]) -> list[tuple[str, dict]]:

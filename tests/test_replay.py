@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from session_helpers import run_json, streams_of
 
 from bci_runtime.cli import demo_pipeline_path
 from bci_runtime.cli import main as cli_main
@@ -18,19 +19,6 @@ pyxdf = pytest.importorskip("pyxdf")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EDF = DATA / "physionet_eegmmidb" / "S001" / "S001R04.edf"
 needs_edf = pytest.mark.skipif(not EDF.is_file(), reason=f"real data missing: {EDF}")
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    code = cli_main([*argv, "--json"])
-    out = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    return code, json.loads(out[-1])
-
-
-def streams_of(session: Path) -> dict[str, dict[str, Any]]:
-    manifest = json.loads((session / "manifest.json").read_text())
-    loaded, _ = pyxdf.load_xdf(str(session / manifest["recording"]),
-                               dejitter_timestamps=False)
-    return {s["info"]["name"][0]: s for s in loaded}
 
 
 def assert_same_stream(a: dict[str, Any], b: dict[str, Any]) -> None:
