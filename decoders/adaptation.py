@@ -221,12 +221,35 @@ class HeadPartialFit(Strategy):
     What it updates depends on the decoder: an adaptive LDA head moves its class
     means and inverse covariance (Sherman-Morrison), a logistic head takes
     gradient steps, a torch model fine-tunes on the new trial mixed with replayed
-    old ones. ``half_life`` is passed to decoders that take it as ``rate``.
+    old ones.
+
+    Parameters
+    ----------
+    half_life, rate : float, optional
+        Given, they replace the forgetting rate of a head that has one (the
+        adaptive LDA's, half-life 50 trials by default); a head without one
+        keeps its own step size.
     """
 
     name = "partial-fit"
     stage = "head"
     supervised = True
+
+    def __init__(self, half_life: float | None = None, rate: float | None = None) -> None:
+        super().__init__(half_life=half_life, rate=rate)  # type: ignore[arg-type]
+
+    @property
+    def rate_(self) -> float:
+        if self.half_life is None and self.rate is None:
+            return 1.0  # the head's own rate applies
+        return super().rate_
+
+    def fit(self, X: np.ndarray, y: np.ndarray, decoder: Any = None) -> HeadPartialFit:
+        head = getattr(decoder, "head_", None)
+        if (self.half_life is not None or self.rate is not None) and head is not None \
+                and hasattr(head, "rate") and hasattr(head, "half_life"):
+            head.rate = self.rate_
+        return self
 
     def applies_to(self, decoder: Any) -> str | None:
         if getattr(decoder, "supports_partial_fit", hasattr(decoder, "partial_fit")):

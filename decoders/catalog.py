@@ -66,6 +66,9 @@ _ENTRIES = (
     Entry("fbcsp", "mi", "csp:FilterBankCSP", "filter-bank CSP + shrinkage LDA"),
     Entry("ts-lr", "mi", "riemann:TangentSpaceLR",
           "covariances -> tangent space -> logistic regression (pyRiemann)"),
+    Entry("ts-lda", "mi", "riemann:TangentSpaceLR",
+          "covariances -> tangent space -> adaptive LDA (partial_fit by Sherman-Morrison)",
+          {"head": "lda"}),
     Entry("mdm", "mi", "riemann:MDM", "minimum distance to Riemannian mean (pyRiemann)"),
     # 30 trials do not teach a CNN to ignore 1-4 Hz: both see the mu/beta band
     Entry("eegnet", "mi", "torch_decoders:EEGNetClassifier", "compact EEGNet CNN (torch)",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -61,6 +61,10 @@ class CoAdaptiveDecoderParams(NodeParams):
     recalibration_trials: int = Field(40, ge=4, description="recent labelled trials a "
                                       "recalibration fits on")
     label_prefix: str = Field("cue/", description="cue marker prefix")
+    training: Literal["auto", "thread", "process"] = Field(
+        "auto", description="where background training runs: a worker thread, or a child "
+        "process so that training that holds the GIL (torch fine-tuning) cannot slow the hot "
+        "path; auto: a process for the torch decoders")
     install_at: list[float] | None = Field(
         None, description="first-window timestamps of each install in a recorded session "
         "(its 'model' stream): jobs run inline and each version is installed where it was. "
@@ -129,7 +133,12 @@ class CoAdaptiveDecoderNode(Node):
             make_model, shadow_trials=p.shadow_trials, tolerance=p.tolerance,
             on_event=lambda kind, details: self._events.append((kind, details)),
             background=not context.clock.simulated, install_at=p.install_at,
-            archive=self._archiver(context))
+            archive=self._archiver(context), isolation=self._isolation(entry))
+
+    def _isolation(self, entry: Any) -> str:
+        if self.params.training != "auto":
+            return self.params.training
+        return "process" if entry.target.startswith("torch_decoders:") else "thread"
 
     def _archiver(self, context: NodeContext) -> Any:
         """Each published version goes to ``<session>/models/<node>/`` (on the worker)."""

@@ -226,6 +226,10 @@ def _print_table(out: dict[str, Any], result: Any) -> None:
                      f"regret {s['regret']}")
         print(f"  {name:28s} {s['accuracy']:8.3f} {s['kappa']:7.3f} "
               f"{s['itr_bits_min']:9.2f}{extra}")
+    for name, arm in result.arms.items():
+        if arm.failed_updates:
+            print(f"  ({name}: {len(arm.failed_updates)} update(s) refused, the model kept "
+                  f"serving; first: {arm.failed_updates[0]})")
     for name, why in out.get("strategies_skipped", {}).items():
         print(f"  (skipped {name}: {why})")
     if "report" in out:

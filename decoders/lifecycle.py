@@ -14,8 +14,12 @@ change of the model is computed elsewhere:
    predicting the next ``shadow_trials`` labelled trials next to the serving
    version, and are then promoted (swap) or **rolled back** when they did worse
    by more than ``tolerance``. A version published while another is in shadow
-   descends from it and takes its place; the branch's shadow record goes on. A rollback also resets the worker's copy to the
-   serving version.
+   descends from it and takes its place; the branch's shadow record goes on.
+   A rollback also resets the worker's copy to the serving version.
+
+Training runs in the worker thread, or in a child process for models whose
+training holds the GIL (``isolation="process"``, see
+:mod:`~bci_runtime.decoders.training_worker`).
 
 Everything that decides what the model is happens on the hot path's thread, in
 chunk order, and the worker is a pure function of its job queue: the one thing
@@ -28,7 +32,6 @@ every update, swap and rollback.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import queue
 import threading
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from bci_runtime.decoders.training_worker import InlineTrainer, ProcessTrainer
 from bci_runtime.errors import DecoderError
 
 
@@ -175,12 +179,18 @@ class ModelLifecycle:
         published, e.g. to write its model file; what it returns (``file``,
         ``sha256``) is added to the version's description. Versions that are
         neither serving nor in shadow then drop their in-memory model.
+    isolation : {"thread", "process"}
+        Where background training runs: the worker thread, or a child process
+        (:class:`~bci_runtime.decoders.training_worker.ProcessTrainer`) for
+        models whose training holds the GIL (torch fine-tuning). Inline runs
+        (``background=False``, replay) always train in process.
     """
 
     def __init__(self, make_model: Callable[[], Any], *, shadow_trials: int = 10,
                  tolerance: float = 0.0, on_event: Callable[[str, dict], None] | None = None,
                  background: bool = True, install_at: list[float] | None = None,
-                 archive: Callable[[ModelVersion], dict] | None = None) -> None:
+                 archive: Callable[[ModelVersion], dict] | None = None,
+                 isolation: str = "thread") -> None:
         if shadow_trials < 0:
             raise DecoderError(f"shadow_trials must be >= 0, got {shadow_trials}")
         self.make_model = make_model
@@ -196,7 +206,11 @@ class ModelLifecycle:
         self._shadow: list[tuple[bool, bool]] = []  # (candidate right, serving right)
         self._ready: list[ModelVersion] = []  # published, not installed yet
         self._ready_lock = threading.Lock()
-        self._working: Any = None  # the worker's copy
+        if isolation not in ("thread", "process"):
+            raise DecoderError(f"isolation must be 'thread' or 'process', got {isolation!r}")
+        # the working copy lives in the trainer; a child process only for background work
+        self._trainer = (ProcessTrainer(make_model()) if isolation == "process"
+                         and self.background else InlineTrainer(make_model))
         self._working_parent: int | None = None
         self._next_version = 1
         self._epoch = 0  # rollbacks so far
@@ -286,6 +300,7 @@ class ModelLifecycle:
         if self._worker is not None and self._worker.is_alive():
             self._jobs.put(None)
             self._worker.join(timeout)
+        self._trainer.close()
 
     def pending(self) -> int:
         """Jobs queued and not done yet."""
@@ -305,25 +320,18 @@ class ModelLifecycle:
 
     def _run(self, job: Job) -> None:
         if job.kind == "reset":
-            self._working = copy.deepcopy(job.model)
+            self._trainer.reset(job.model)
             self._working_parent = job.parent
             return
-        if job.kind in ("calibrate", "recalibrate"):
-            model = self.make_model().fit(job.X, job.y)
-        elif job.kind == "update":
-            if self._working is None:
-                return  # nothing calibrated yet: nothing to adapt
-            model = self._working
-            model.partial_fit(job.X, job.y, correct=job.correct)
-        else:
-            raise DecoderError(f"unknown job kind '{job.kind}'")
-        self._working = model
+        model = self._trainer.train(job)
+        if model is None:
+            return  # an update before calibration: nothing to adapt
         times = job.times if job.times is not None and len(job.times) else np.array([np.nan])
         version = ModelVersion(
             version=self._next_version, parent=self._working_parent, reason={
                 "calibrate": "calibration", "recalibrate": "recalibration"}.get(job.kind,
                                                                                  "update"),
-            model=copy.deepcopy(model),
+            model=model,
             trained_on={"trials": int(len(job.X)), "first": float(times[0]),
                         "last": float(times[-1])},
             digest=model_digest(model), epoch=job.epoch)

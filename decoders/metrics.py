@@ -87,7 +87,9 @@ def tau90(correct: np.ndarray, onset: int, window: int = 20) -> int | None:
 
     Parameters
     ----------
-    correct : ndarray of bool, shape (n_trials,)
+    correct : ndarray of bool or float, shape (n_trials,)
+        Whether each trial was right; or the fraction of runs in which it was
+        (several seeds of one simulated session: τ90 of the mean learning curve).
     onset : int
         Index of the first trial after the drift onset; needs trials before it.
     window : int
@@ -98,7 +100,7 @@ def tau90(correct: np.ndarray, onset: int, window: int = 20) -> int | None:
     int or None
         None when there is no trial before the onset, or the arm never recovers.
     """
-    correct = np.asarray(correct, dtype=bool)
+    correct = np.asarray(correct, dtype=np.float64)
     if onset <= 0 or onset >= len(correct):
         return None
     target = 0.9 * float(correct[:onset].mean())

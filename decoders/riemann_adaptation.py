@@ -57,6 +57,10 @@ __all__ = ["EuclideanAlignment", "RiemannianProcrustes", "RiemannianRecentering"
            "TangentSpaceRecentering"]
 
 
+#: diagonal load, relative to the mean variance, of trials with a dead channel
+DIAGONAL_LOAD = 1e-6
+
+
 class _Whitening(Strategy):
     """Common machinery: a reference covariance, its whitener, and per-trial updates."""
 
@@ -186,7 +190,15 @@ class _Whitening(Strategy):
             raise DecoderError(f"{self._who()}: fitted on windows of {self.n_times_} samples, "
                                f"got {X.shape[-1]}",
                                hint="use the window length of the calibration")
-        return band_covariances(X, self.estimator, self.sos_, self.operator_)
+        covs = band_covariances(X, self.estimator, self.sos_, self.operator_)
+        # a dead (flat or railed) channel makes a sample covariance singular: a load of
+        # 1e-6 of the mean variance keeps those invertible; healthy trials are left exact
+        diag = np.diagonal(covs, axis1=-2, axis2=-1)
+        level = diag.mean(axis=-1)
+        dead = (diag < DIAGONAL_LOAD * level[:, None]).any(axis=-1)
+        if dead.any():
+            covs[dead] += DIAGONAL_LOAD * level[dead, None, None] * np.eye(covs.shape[-1])
+        return covs
 
     def _roots(self, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:

@@ -97,3 +97,18 @@ def simulated_trials(paradigm: str, preset: str, *, seed: int = 1, n_train: int 
 def _subset(trials: Trials, part: slice) -> Trials:
     return Trials(trials.X[part], trials.y[part], trials.onsets[part], trials.sfreq,
                   trials.channel_names, trials.sources[part])
+
+
+#: per paradigm, the decoder and co-adaptation the drift targets are held to: tangent-space
+#: re-centring follows the signal, the adaptive LDA head (slow, half-life 200 trials) the
+#: class boundary when channels die (bench/drift_recovery.py)
+RECOMMENDED = {"mi": ("ts-lda", "ts-recenter+partial-fit@200"),
+               "ssvep": ("ssvep-ensemble", "recenter")}
+
+
+def recommended(paradigm: str) -> tuple[str, str]:
+    """``(decoder, strategy)`` for ``bci evaluate --simulate`` and the drift benchmark."""
+    if paradigm not in RECOMMENDED:
+        raise ConfigError(f"no simulated drift evaluation for --paradigm {paradigm}",
+                          hint=f"use one of: {', '.join(RECOMMENDED)}")
+    return RECOMMENDED[paradigm]

@@ -403,6 +403,23 @@ class TorchEpochClassifier(EpochClassifier):
 
     # -- state ----------------------------------------------------------------------
 
+    def detach_training_data(self) -> dict[str, np.ndarray]:
+        """Take the replay buffer out (left empty); what a serving copy does without.
+
+        Returns
+        -------
+        dict
+            ``replay_X_`` (n_replay, n_channels, n_times) and ``replay_y_``
+            (n_replay,), for :meth:`attach_training_data`.
+        """
+        data = {"replay_X_": self.replay_X_, "replay_y_": self.replay_y_}
+        self.replay_X_, self.replay_y_ = self.replay_X_[:0], self.replay_y_[:0]
+        return data
+
+    def attach_training_data(self, data: dict[str, np.ndarray]) -> None:
+        """Put back a replay buffer taken by :meth:`detach_training_data`."""
+        self.replay_X_, self.replay_y_ = data["replay_X_"], data["replay_y_"]
+
     def to_state(self) -> dict[str, Any]:
         """The fitted estimator as JSON-able values and numpy arrays (no pickle).
 

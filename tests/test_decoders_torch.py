@@ -422,3 +422,34 @@ def test_importing_the_decoders_does_not_import_torch():
     code = ("import sys, bci_runtime.decoders, bci_runtime.decoders.torch_decoders; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_published_versions_leave_the_replay_buffer_with_the_trainer(small):
+    """The lifecycle publishes serving copies; a rollback keeps the working copy's buffer."""
+    from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, HeadPartialFit
+    from bci_runtime.decoders.training_worker import InlineTrainer, serving_copy
+
+    model, X, y = small
+    copy_ = serving_copy(model)
+    assert copy_.replay_X_.shape[0] == 0 and copy_.replay_y_.shape == (0,)
+    assert model.replay_X_.shape[0] == 16  # the original keeps it
+    np.testing.assert_array_equal(copy_.predict_proba(X), model.predict_proba(X))
+
+    cls = type(model)
+    trainer = InlineTrainer(lambda: CoAdaptiveDecoder(cls(random_state=3, **SMALL[cls]),
+                                                      [HeadPartialFit()]))
+
+    class Job:
+        def __init__(self, kind, X, y):
+            self.kind, self.X, self.y, self.correct = kind, X, y, None
+
+    first = trainer.train(Job("calibrate", X, y))
+    assert first.decoder_.replay_X_.shape[0] == 0
+    new_X, new_y = synthetic(n=8, seed=5)
+    trainer.train(Job("update", new_X, new_y))
+    buffer = trainer.working.decoder_.replay_X_.copy()
+    assert buffer.shape[0] == 16
+    trainer.reset(first)  # a rollback to the first version
+    assert same_weights(snapshot(trainer.working.decoder_), snapshot(first.decoder_))
+    np.testing.assert_array_equal(trainer.working.decoder_.replay_X_, buffer)
+    assert first.decoder_.replay_X_.shape[0] == 0  # the published version is untouched

@@ -116,3 +116,52 @@ def test_unsupervised_updates_without_shadow_swap_in_at_once() -> None:
     life.submit(Job("update", X[:3], None, times=np.arange(3.0)))
     (kind, details), = life.poll(1.0)
     assert kind == "swap" and details["version"] == 2 and details["replaces"] == 1
+
+
+def test_training_in_a_child_process_publishes_the_same_versions_as_inline() -> None:
+    """isolation="process": the worker's jobs run in a spawned child; a replay matches."""
+    recorded: list[tuple[str, dict]] = []
+    live = ModelLifecycle(make_model, shadow_trials=4, background=True, isolation="process",
+                          on_event=lambda k, d: recorded.append((k, d)))
+    try:
+        run_session(live, 3, flip_after=20, wait=True)
+    finally:
+        live.close()
+    assert not live._trainer._process.is_alive()
+    kinds = [k for k, _ in recorded]
+    assert kinds[0] == "online" and "swap" in kinds and "rollback" in kinds
+    installs = [d["first_window"] for k, d in recorded if "first_window" in d]
+    replayed: list[tuple[str, dict]] = []
+    again = ModelLifecycle(make_model, shadow_trials=4, install_at=installs,
+                           on_event=lambda k, d: replayed.append((k, d)))
+    run_session(again, 3, flip_after=20)
+    assert [(k, d["version"], d["digest"]) for k, d in replayed] == \
+        [(k, d["version"], d["digest"]) for k, d in recorded]
+
+
+def test_a_failure_in_the_training_process_is_reported_and_serving_goes_on() -> None:
+    life = ModelLifecycle(make_model, shadow_trials=0, background=True, isolation="process")
+    try:
+        rng = np.random.default_rng(4)
+        X, y = two_class_epochs(rng, 30)
+        life.submit(Job("calibrate", X, y, times=np.arange(30.0)))
+        life._jobs.join()
+        life.poll(0.0)
+        before = life.predict_proba(X)
+        life.submit(Job("update", X[:2], np.array(["a", "nope"]), times=np.arange(2.0)))
+        life._jobs.join()
+        with pytest.raises(DecoderError, match="child process") as info:
+            life.poll(1.0)
+        assert "nope" in str(info.value.__cause__)
+        np.testing.assert_array_equal(life.predict_proba(X), before)
+        # the child is still there: the next update is published
+        life.submit(Job("update", X[:2], y[:2], times=np.arange(2.0)))
+        life._jobs.join()
+        assert [k for k, _ in life.poll(2.0)] == ["swap"]
+    finally:
+        life.close()
+
+
+def test_an_unknown_isolation_is_refused() -> None:
+    with pytest.raises(DecoderError, match="isolation"):
+        ModelLifecycle(make_model, isolation="gpu")
