@@ -10,7 +10,7 @@ Three arms see the same test trials in chronological order:
 * **oracle**: before each test trial, recalibrated with supervision on current
   data: the ``window`` most recent labelled trials before it (test trials
   first, topped up with the last training trials), the same amount the static
-  arm had.
+  arm had, leaving out channels that are flat in all of them.
 
 Nothing is fitted on a trial before that trial has been predicted, so every
 arm is strictly causal.
@@ -234,14 +234,17 @@ def _oracle(make_decoder: Callable[[], Any], train: Trials, test: Trials, window
     y = np.concatenate([train.y, test.y])
     n_train, predictions = len(train), []
     n_classes = len(set(train.y.tolist()))
-    model = None
+    model, live = None, slice(None)
     for i in range(len(test)):
         end = n_train + i  # trials before test trial i
         start = max(0, end - window)
         labels = y[start:end]
         if model is None or len(np.unique(labels)) == n_classes:
-            model = make_decoder().fit(X[start:end], labels)
-        predictions.append(model.predict(test.X[i:i + 1])[0])
+            # as a person recalibrating would: channels dead in the whole window are left out
+            moving = np.ptp(X[start:end], axis=2).max(axis=0) > 0
+            live = slice(None) if moving.all() else np.flatnonzero(moving)
+            model = make_decoder().fit(X[start:end][:, live], labels)
+        predictions.append(model.predict(test.X[i:i + 1][:, live])[0])
         if progress is not None:
             progress("oracle", i + 1, len(test))
     return _arm("oracle", np.array(predictions), test.y)
