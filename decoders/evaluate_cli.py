@@ -24,6 +24,8 @@ EXAMPLES = (
     "  bci evaluate --paradigm mi --train a.xdf --test b.xdf --events 1=left,2=right \\\n"
     "      --decoder csp-lda --adapt recenter --report report/ --json\n"
     "  bci evaluate --simulate session-jump --paradigm mi --seed 3\n"
+    "  bci evaluate --paradigm continuous --train day1.xdf --test day2.xdf --target vx,vy\n"
+    "  bci evaluate --simulate tuning-drift --paradigm continuous --minutes 9\n"
     "\n"
     "FILES are anything `bci replay` reads (FIF, EDF/BDF, GDF, BrainVision, EEGLAB, XDF);\n"
     "events come from annotations, a stim channel, an XDF marker stream or an MNE events\n"
@@ -31,6 +33,13 @@ EXAMPLES = (
     "the model of that moment, then the model may learn from it: static (trained once),\n"
     "adaptive (one arm per strategy) and oracle (recalibrated on the most recent labelled\n"
     "trials) are compared side by side.\n"
+    "\n"
+    "--paradigm continuous decodes kinematics bin by bin (50 ms bins of causal band power,\n"
+    "or bin means for spike counts): the target is a kinematics stream of the recording or\n"
+    "named channels (--target); adaptive arms update every second of test data with the\n"
+    "true target (smoothbatch, rml: kalman; ridge-partial-fit: ridge), the oracle refits on\n"
+    "the latest bins. Scores: R2 and correlation. With --simulate it runs the closed-loop\n"
+    "cursor task (ReFIT labels; the oracle refits on the true intention).\n"
     "\n"
     "exit codes: 0 done; 2 bad options, an unreadable file or events that match nothing;\n"
     "1 a decoder failed.\n")
@@ -58,11 +67,21 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="SSVEP stimulation frequencies (Hz), one per non-rest class in "
                    "--events order")
     p.add_argument("--decoder", metavar="NAME", help="decoder (see `bci evaluate --list`)")
-    p.add_argument("--adapt", default="all", metavar="STRATEGY|none|all",
-                   help="co-adaptation strategies for the adaptive arms (default all that "
-                   "apply; several joined by commas)")
+    p.add_argument("--adapt", metavar="STRATEGY|none|all",
+                   help="co-adaptation strategies, one adaptive arm each, joined by commas; "
+                   "a+b stacks two in one arm, name@N sets a half-life of N trials (default: "
+                   "all that apply; with --simulate the recommended one)")
     p.add_argument("--half-life", type=float, metavar="TRIALS",
-                   help="override each strategy's half-life (trials)")
+                   help="override each strategy's half-life (trials; seconds with --paradigm "
+                   "continuous)")
+    p.add_argument("--target", metavar="STREAM|CH,CH,...",
+                   help="--paradigm continuous: the kinematics to decode, a stream's name or "
+                   "channel names (default: the recording's one kinematics stream)")
+    p.add_argument("--band", metavar="LO,HI|none",
+                   help="--paradigm continuous: band of the log-power features, Hz (default: "
+                   "70,150 for ECoG/sEEG, 8,30 for EEG; none: bin means, e.g. spike counts)")
+    p.add_argument("--minutes", type=float,
+                   help="--simulate --paradigm continuous: minutes of closed loop (default 9)")
     p.add_argument("--simulate", metavar="PRESET",
                    help="evaluate on the simulator with this drift preset instead of files")
     p.add_argument("--seed", type=int, default=1, help="simulator and decoder seed")
@@ -80,11 +99,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         return _list(args, catalog, strategy_names())
-    entry = catalog.get(args.decoder or catalog.default_decoder(args.paradigm), args.paradigm)
+    if args.paradigm == "continuous":  # kinematics bin by bin: its own evaluation
+        from bci_runtime.decoders import evaluate_continuous
+
+        return evaluate_continuous.run(args)
+    decoder, adapt = args.decoder or catalog.default_decoder(args.paradigm), args.adapt or "all"
     if args.simulate:
+        from bci_runtime.decoders.simulated_trials import recommended
+
         if args.train or args.test:
             raise ConfigError("--simulate replaces --train/--test",
                               hint="give either --simulate PRESET or --train/--test files")
+        # the decoder and strategy the drift targets are held to, unless asked otherwise
+        best_decoder, best_adapt = recommended(args.paradigm)
+        decoder, adapt = args.decoder or best_decoder, args.adapt or best_adapt
+    entry = catalog.get(decoder, args.paradigm)  # an unknown name fails before any loading
+    if args.simulate:
         from bci_runtime.decoders.simulated_trials import simulated_trials
 
         sim = simulated_trials(args.paradigm, args.simulate, seed=args.seed)
@@ -99,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                                      seed=args.seed, n_channels=train.X.shape[1])
     # a progress line only for a person at a terminal: logs and pipes get the table alone
     progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
-    result = evaluate(lambda: entry.make(context), train, test, args.adapt,
+    result = evaluate(lambda: entry.make(context), train, test, adapt,
                       drift_onset_s=onset_s, half_life=args.half_life, progress=progress)
     if progress is not None:
         print(file=sys.stderr)
@@ -125,10 +155,6 @@ def _file_trials(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str], li
         parse_events,
     )
 
-    if args.paradigm == "continuous":
-        raise ConfigError("bci evaluate does not take --paradigm continuous yet",
-                          hint="the closed-loop cursor evaluation of the continuous decoders "
-                          "runs with: python bench/clda_cursor.py")
     if not args.train or not args.test:
         raise ConfigError("give --train FILE... and --test FILE... (or --simulate PRESET)")
     if not args.events:

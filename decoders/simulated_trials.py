@@ -67,8 +67,8 @@ def simulated_trials(paradigm: str, preset: str, *, seed: int = 1, n_train: int 
     if paradigm not in SIMULATED:
         raise ConfigError(f"--simulate works with --paradigm {' or '.join(SIMULATED)}, "
                           f"not {paradigm}",
-                          hint="the closed-loop cursor evaluation of the continuous decoders "
-                          "runs with: python bench/clda_cursor.py")
+                          hint="--paradigm continuous simulates the closed-loop cursor task: "
+                          "bci evaluate --simulate PRESET --paradigm continuous")
     kind, params = SIMULATED[paradigm]
     onset_s = TIMING["first_s"] + (n_train + n_before) * TRIAL_S
     total_s = TIMING["first_s"] + (n_train + n_before + n_after) * TRIAL_S + 1.0
@@ -101,9 +101,12 @@ def _subset(trials: Trials, part: slice) -> Trials:
 
 #: per paradigm, the decoder and co-adaptation the drift targets are held to: tangent-space
 #: re-centring follows the signal, the adaptive LDA head (slow, half-life 200 trials) the
-#: class boundary when channels die (bench/drift_recovery.py)
+#: class boundary when channels die (bench/drift_recovery.py); for the continuous cursor
+#: task RML, whose per-bin forgetting recovers from tuning drift sooner than SmoothBatch's
+#: 20 s batches (decoders/simulated_cursor.py)
 RECOMMENDED = {"mi": ("ts-lda", "ts-recenter+partial-fit@200"),
-               "ssvep": ("ssvep-ensemble", "recenter")}
+               "ssvep": ("ssvep-ensemble", "partial-fit"),
+               "continuous": ("kalman", "rml")}
 
 
 def recommended(paradigm: str) -> tuple[str, str]:

@@ -83,3 +83,19 @@ def test_a_stationary_simulation_loses_nothing_by_adapting(
     assert static["accuracy"] > 0.8
     assert adaptive["accuracy"] >= static["accuracy"] - 0.01  # the stationary control
     assert out["drift_onset_trial"] == 30 and "tau90_trials" in out
+
+
+@pytest.mark.slow
+def test_the_recommended_co_adaptation_recovers_from_dying_channels(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Channel dropout costs a static decoder ~0.4; the recommended arm gets it all back."""
+    code, out = evaluate_json(capsys, "--simulate", "channel-dropout", "--paradigm", "mi")
+    assert code == 0, out
+    assert out["decoder"] == "ts-lda"
+    assert out["arms"]["adaptive"]["strategy"] == "ts-recenter+partial-fit@200"
+    static, oracle = out["static_after_onset"], out["oracle_after_onset"]
+    adaptive = out["strategies"]["ts-recenter+partial-fit@200"]["accuracy_after_onset"]
+    assert static < 0.7 < oracle  # the drift hurts, and current data can undo it
+    assert out["recovery_fraction"] >= 0.9
+    assert adaptive >= static + 0.25
+    assert out["tau90_trials"] is not None and out["tau90_trials"] <= 40
