@@ -1,7 +1,9 @@
 """The HTML report of ``bci evaluate --report DIR``: one self-contained page with its plots.
 
 Plots (PNG, embedded): accuracy over test trials for every arm (rolling
-window) with the drift onset marked, and each arm's confusion matrix. The
+window) with the drift onset marked, each arm's confusion matrix, and scalp
+maps of the training trials (:mod:`~bci_runtime.decoders.report_maps`: where
+the classes differ, CSP patterns) when the channels have standard names. The
 figures of ``--json`` are repeated as a table and written beside the page as
 ``evaluation.json``.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bci_runtime.decoders.metrics import rolling_accuracy
+from bci_runtime.decoders.report_maps import scalp_figures
 from bci_runtime.errors import ConfigError
 
 ROLLING = 10  # trials in the rolling accuracy plot
@@ -73,6 +76,10 @@ def write_report(folder: Path, result: Any, train: Any, test: Any, decoder: str,
     fig.tight_layout()
     images.append(("Confusion matrices", _png(fig)))
     plt.close(fig)
+    maps, no_maps = scalp_figures(train)
+    for title, fig in maps:
+        images.append((title, _png(fig)))
+        plt.close(fig)
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{html.escape(str(arm.scores.get(k)))}</td>"
@@ -90,7 +97,8 @@ def write_report(folder: Path, result: Any, train: Any, test: Any, decoder: str,
             f"{html.escape(', '.join(result.classes))}; one trial every "
             f"{result.trial_s:.2f} s.</p><table><tr><th>arm</th><th>accuracy</th>"
             "<th>kappa</th><th>ITR (bits/min)</th><th>τ90</th><th>recovery</th>"
-            f"<th>regret</th></tr>{rows}</table>{figures}</html>")
+            f"<th>regret</th></tr>{rows}</table>{figures}"
+            + (f"<p>{html.escape(no_maps)}</p>" if no_maps else "") + "</html>")
     (folder / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     path = folder / "index.html"
     path.write_text(page, encoding="utf-8")

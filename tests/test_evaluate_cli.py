@@ -40,7 +40,9 @@ def test_left_vs_right_fist_meets_the_target_with_pooled_mean_adaptation(
     assert out["arms"]["adaptive"]["accuracy"] >= 0.9  # the target
     assert set(out["arms"]["oracle"]) == {"accuracy", "kappa", "itr_bits_min"}
     page = Path(out["report"]).read_text()
-    assert page.count("data:image/png;base64,") == 2 and "lda-bias" in page
+    # accuracy, confusion matrices, class map and CSP patterns (PhysioNet's 'C3..' names)
+    assert page.count("data:image/png;base64,") == 4 and "lda-bias" in page
+    assert "CSP patterns" in page and "signed r²" in page
     saved = json.loads((tmp_path / "report" / "evaluation.json").read_text())
     assert saved["arms"] == out["arms"]
 
