@@ -375,6 +375,27 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     return _REGISTRY[name](**params)
 
 
+def make_strategies(name: str, **params: Any) -> list[Strategy]:
+    """Strategies by a stacked name: ``recenter``, or several applied in order, ``a+b``.
+
+    Stacked strategies act in order: typically one on the signal (re-centring)
+    and one on the head (``partial-fit``). ``name@H`` sets that strategy's
+    half-life to ``H`` trials (over ``params``).
+    """
+    strategies = []
+    for part in name.split("+"):
+        base, _, half_life = part.strip().partition("@")
+        own = dict(params)
+        if half_life:
+            try:
+                own["half_life"] = float(half_life)
+            except ValueError:
+                raise DecoderError(f"strategy '{part}': '{half_life}' is not a half-life",
+                                   hint="write STRATEGY@TRIALS, e.g. partial-fit@60") from None
+        strategies.append(make_strategy(base, **own))
+    return strategies
+
+
 def _load_builtin() -> None:
     """Import the modules that register the other built-in strategies."""
     import importlib

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from bci_runtime.chunk import AnyChunk, Chunk, EventChunk
 from bci_runtime.decoders import catalog
-from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategy
+from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategies
 from bci_runtime.decoders.drift_detector import CovarianceDrift
 from bci_runtime.decoders.lifecycle import Job, ModelLifecycle
 from bci_runtime.labels import LabelTracker
@@ -42,7 +42,8 @@ class CoAdaptiveDecoderParams(NodeParams):
     decoder_params: dict[str, Any] = Field({}, description="parameters of the decoder")
     classes: list[str] = Field(["left", "right"], min_length=2, description="class names, "
                                "as in the cue markers")
-    adapt: list[str] = Field([], description="co-adaptation strategies (empty: none)")
+    adapt: list[str] = Field([], description="co-adaptation strategies applied in order "
+                             "(empty: none); NAME@N gives one a half-life of N trials")
     half_life: float | None = Field(None, gt=0, description="strategies' half-life (trials)")
     tmin: float = Field(0.5, ge=0, description="trial window start after the cue (s)")
     tmax: float = Field(2.5, gt=0, description="trial window end after the cue (s); the "
@@ -89,7 +90,7 @@ class CoAdaptiveDecoderNode(Node):
             raise self.spec_error("signal", f"tmax {p.tmax} must be after tmin {p.tmin}")
         catalog.get(p.decoder)  # an unknown name fails at load, listing the names
         for name in p.adapt:
-            make_strategy(name)
+            make_strategies(name)
         n = len(p.classes)
         return {"decision": StreamSpec(
             name=f"{self.name}-decision", type="Decision", channel_names=tuple(p.classes),
@@ -126,8 +127,9 @@ class CoAdaptiveDecoderNode(Node):
             decoder = entry.make(ctx)
             if p.decoder_params:
                 decoder.set_params(**p.decoder_params)
-            return CoAdaptiveDecoder(decoder, [make_strategy(s, **strategy_params)
-                                               for s in p.adapt])
+            return CoAdaptiveDecoder(decoder, [strategy for name in p.adapt
+                                               for strategy in make_strategies(
+                                                   name, **strategy_params)])
 
         self.lifecycle = ModelLifecycle(
             make_model, shadow_trials=p.shadow_trials, tolerance=p.tolerance,

@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 
 from bci_runtime.decoders import metrics
-from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategy, strategy_names
+from bci_runtime.decoders.adaptation import (
+    CoAdaptiveDecoder,
+    make_strategies,
+    make_strategy,
+    strategy_names,
+)
 from bci_runtime.decoders.trials import Trials
 from bci_runtime.errors import ConfigError, DecoderError
 
@@ -123,27 +128,6 @@ def resolve_strategies(adapt: str, decoder: Any) -> tuple[list[str], dict[str, s
                                   f"{type(decoder).__name__}: {reason}",
                                   hint="--adapt all picks the strategies that apply")
     return names, {}
-
-
-def make_strategies(name: str, **params: Any) -> list[Any]:
-    """The strategies of one adaptive arm: ``recenter`` or several stacked, ``a+b``.
-
-    Stacked strategies act in order: typically one on the signal (re-centring)
-    and one on the head (``partial-fit``). ``name@H`` sets that strategy's
-    half-life to ``H`` trials (over ``params``).
-    """
-    strategies = []
-    for part in name.split("+"):
-        base, _, half_life = part.strip().partition("@")
-        own = dict(params)
-        if half_life:
-            try:
-                own["half_life"] = float(half_life)
-            except ValueError:
-                raise ConfigError(f"--adapt {part}: '{half_life}' is not a half-life",
-                                  hint="write STRATEGY@TRIALS, e.g. partial-fit@60") from None
-        strategies.append(make_strategy(base, **own))
-    return strategies
 
 
 def evaluate(make_decoder: Callable[[], Any], train: Trials, test: Trials, adapt: str = "all",

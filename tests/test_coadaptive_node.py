@@ -114,3 +114,18 @@ def test_a_live_session_with_background_updates_replays_exactly(
     replayed = yaml.safe_load((Path(summary["session_dir"]) / "config.yaml").read_text())
     installs = [d["first_window"] for _, d in model_events(before) if "first_window" in d]
     assert replayed["nodes"]["decoder"]["params"]["install_at"] == installs
+
+
+@pytest.mark.slow
+def test_the_shipped_coadaptive_pipeline_decodes_through_its_session_jump(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "coadaptive.yaml"
+    code, summary = run_json(capsys, "run", str(pipeline), "--clock", "simulated",
+                             "--sessions-root", str(tmp_path / "sessions"))
+    assert code == 0, summary
+    assert summary["status"] == "completed" and summary["accuracy"] > 0.8
+    life = summary["training"]["decoder"]
+    assert life["versions"] > 10 and life["swaps"] > 0  # updated, shadowed, swapped in
+    events = model_events(streams_of(Path(summary["session_dir"])))
+    after_jump = [d for k, d in events if k == "swap" and d["at"] > 150.0]
+    assert after_jump, "versions learned after the session jump serve"
