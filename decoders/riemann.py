@@ -34,6 +34,7 @@ from pyriemann.classification import MDM as _PyriemannMDM
 from pyriemann.estimation import Covariances
 from pyriemann.tangentspace import TangentSpace
 from scipy import signal as sps
+from scipy.linalg.lapack import ssyevd as _ssyevd
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -280,6 +281,34 @@ def _eigh(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals, vecs
 
 
+#: a float32 eigendecomposition is trusted down to this ratio of smallest to largest eigenvalue
+FLOAT32_RESOLVES = 1e-3
+
+
+def log_spd(S: np.ndarray) -> np.ndarray:
+    """Matrix logarithm of SPD matrices, shape (n, c, c) -> (n, c, c).
+
+    The eigendecomposition runs in float32 (LAPACK ``ssyevd``, a fifth faster
+    than float64 at 64 channels, where it is half of a tangent-space
+    prediction). Its eigenvalues are exact to about 1e-7 of the largest, so
+    ``log`` of one at least :data:`FLOAT32_RESOLVES` of it errs by at most
+    ~1e-4; a matrix with a wider spectrum is decomposed in float64.
+
+    Raises
+    ------
+    DecoderError
+        A matrix is not positive definite.
+    """
+    out = np.empty(S.shape, dtype=np.float64)
+    for k, matrix in enumerate(S):
+        vals, vecs, info = _ssyevd(matrix.astype(np.float32), compute_v=1, lower=1)
+        if info != 0 or not vals[0] > FLOAT32_RESOLVES * vals[-1]:
+            vals, vecs = _eigh(matrix[np.newaxis])
+            vals, vecs = vals[0], vecs[0]
+        out[k] = (vecs * np.log(vals)) @ vecs.T
+    return out
+
+
 def spd_roots(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``C ** 1/2`` and ``C ** -1/2`` of an SPD matrix from one eigendecomposition.
 
@@ -484,8 +513,7 @@ class TangentSpaceLR(_BandCovariances, EpochClassifier):
         rows, cols, coeffs = self._upper
         out = []
         for w, c in zip(self.whiteners_, covs):
-            vals, vecs = _eigh(w @ c @ w)
-            logs = (vecs * np.log(vals)[:, np.newaxis, :]) @ vecs.transpose(0, 2, 1)
+            logs = log_spd(w @ c @ w)
             out.append(logs[:, rows, cols] * coeffs)
         return np.hstack(out) if len(out) > 1 else out[0]
 
