@@ -309,6 +309,25 @@ def log_spd(S: np.ndarray) -> np.ndarray:
     return out
 
 
+def log_eigenvalues(S: np.ndarray) -> np.ndarray:
+    """Logarithms of the eigenvalues of SPD matrices, shape (n, c, c) -> (n, c).
+
+    In float32 with a float64 fallback, as :func:`log_spd`.
+
+    Raises
+    ------
+    DecoderError
+        A matrix is not positive definite.
+    """
+    out = np.empty(S.shape[:2], dtype=np.float64)
+    for k, matrix in enumerate(S):
+        vals, _, info = _ssyevd(matrix.astype(np.float32), compute_v=0, lower=1)
+        if info != 0 or not vals[0] > FLOAT32_RESOLVES * vals[-1]:
+            vals = _eigh(matrix[np.newaxis])[0][0]
+        out[k] = np.log(vals)
+    return out
+
+
 def spd_roots(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``C ** 1/2`` and ``C ** -1/2`` of an SPD matrix from one eigendecomposition.
 
@@ -695,11 +714,7 @@ class MDM(_BandCovariances, EpochClassifier):
         eigenproblem per call). Shape (n_trials, n_classes)."""
         out = np.empty((covs.shape[0], self.mean_whiteners_.shape[0]))
         for k, w in enumerate(self.mean_whiteners_):
-            vals = np.linalg.eigvalsh(w @ covs @ w)
-            if not (vals > 0).all():
-                raise DecoderError(f"{type(self).__name__}: a covariance matrix is not "
-                                   "positive definite", hint="a flat or bridged channel?")
-            out[:, k] = np.sqrt(np.sum(np.log(vals) ** 2, axis=-1))
+            out[:, k] = np.sqrt(np.sum(log_eigenvalues(w @ covs @ w) ** 2, axis=-1))
         return out
 
     def _make_head(self) -> Any:

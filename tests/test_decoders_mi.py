@@ -492,7 +492,7 @@ def test_mdm_partial_fit_is_a_geodesic_step_with_a_half_life(mi_data) -> None:
                                rtol=1e-8)
     # the kept roots follow the mean, so the distances stay pyRiemann's
     np.testing.assert_allclose(dec.features(Xt), dec.mdm_.transform(dec._band_covariances(Xt)[0]),
-                               rtol=1e-7)
+                               rtol=1e-5)  # float32 eigenvalues (log_eigenvalues)
 
 
 def test_tangent_space_reference_update_has_a_half_life(mi_data) -> None:
