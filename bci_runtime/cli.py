@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel
 
 from bci_runtime.errors import BciError, ConfigError, PipelineError
-from bci_runtime.realtime import single_threaded_math
+from bci_runtime.realtime import short_lock_slices, single_threaded_math
 from bci_runtime.signals import stop_on_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -322,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     single_threaded_math()
+    short_lock_slices()
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -142,10 +142,11 @@ def main() -> int:
     args = parser.parse_args()
     import mne
 
-    from bci_runtime.realtime import single_threaded_math
+    from bci_runtime.realtime import short_lock_slices, single_threaded_math
 
     mne.set_log_level("ERROR")
-    single_threaded_math()  # as `bci` does: see its docstring
+    single_threaded_math()  # as `bci` does: see their docstrings
+    short_lock_slices()
     train, test = load()
     rows = [decoder_times(name, strategy, train, test, args.repeats)
             for name, strategy in (("ts-lr", "recenter"), ("mdm", "recenter"),

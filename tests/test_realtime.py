@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
+
 from bci_runtime.realtime import realtime_priority
 
 
@@ -27,3 +29,26 @@ def test_disabled_changes_nothing():
     with realtime_priority(False) as granted:
         assert granted is False
         assert os.sched_getscheduler(0) == before
+
+
+def test_short_lock_slices_sets_the_switch_interval_and_refuses_nonsense(monkeypatch, caplog):
+    import sys
+
+    from bci_runtime.realtime import SWITCH_INTERVAL_S, short_lock_slices
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.delenv("BCI_SWITCH_INTERVAL_MS", raising=False)
+        short_lock_slices()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        monkeypatch.setenv("BCI_SWITCH_INTERVAL_MS", "2")
+        short_lock_slices()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        for bad in ("fast", "0", "-1"):
+            monkeypatch.setenv("BCI_SWITCH_INTERVAL_MS", bad)
+            with caplog.at_level(logging.WARNING, logger="bci_runtime.realtime"):
+                short_lock_slices()
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+            assert "not a positive number" in caplog.text
+    finally:
+        sys.setswitchinterval(before)
