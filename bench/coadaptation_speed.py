@@ -9,7 +9,8 @@ re-centering:
 * **predict**: one window on the hot path, p50 / p99;
 * **hot path under fine-tuning**: the p99 of a serving ``ts-lr`` decoder's
   prediction while the lifecycle fine-tunes an EEGNet on labelled trials,
-  against the same measurement with the worker idle; training in a child
+  against the same measurement with the worker idle (idle and busy blocks
+  alternate); training in a child
   process (``isolation="process"``, what the co-adaptive node does for torch
   decoders) and, for comparison, in the worker thread.
 
@@ -78,8 +79,8 @@ def decoder_times(name: str, strategy: str, train: Trials, test: Trials,
             "update_ms": percentiles(update)}
 
 
-def hot_path_under_fine_tuning(train: Trials, test: Trials, n: int,
-                               isolation: str) -> dict[str, object]:
+def hot_path_under_fine_tuning(train: Trials, test: Trials, n: int, isolation: str,
+                               blocks: int = 6) -> dict[str, object]:
     import torch
 
     torch.set_num_threads(1)
@@ -95,9 +96,9 @@ def hot_path_under_fine_tuning(train: Trials, test: Trials, n: int,
     life.submit(Job("calibrate", train.X, train.y, times=np.arange(len(train), dtype=float)))
     life._jobs.join()  # calibrated: what follows are fine-tuning steps
 
-    def measure() -> list[float]:
+    def measure(count: int) -> list[float]:
         out = []
-        for k in range(n):
+        for k in range(count):
             x = test.X[k % len(test)][None]
             t0 = time.perf_counter()
             serving.predict_proba(x)
@@ -105,13 +106,12 @@ def hot_path_under_fine_tuning(train: Trials, test: Trials, n: int,
             time.sleep(0.002)  # a window every few ms, as the hot path sees them
         return out
 
-    idle = measure()
-    busy_stop = threading.Event()
+    busy, stop = threading.Event(), threading.Event()
 
     def feed() -> None:
         i = 0
-        while not busy_stop.is_set():
-            if life.pending() < 2:
+        while not stop.is_set():
+            if busy.is_set() and life.pending() < 2:
                 k = i % len(test)
                 life.submit(Job("update", test.X[k:k + 1], test.y[k:k + 1],
                                 times=np.array([float(i)])))
@@ -120,12 +120,22 @@ def hot_path_under_fine_tuning(train: Trials, test: Trials, n: int,
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    time.sleep(0.5)
-    busy = measure()
-    busy_stop.set()
+    # idle and busy blocks alternate, so a change of the machine's state over the run
+    # (another tenant, the CPU clock) weighs on both alike
+    idle_s: list[float] = []
+    busy_s: list[float] = []
+    per_block = max(1, n // blocks)
+    for _ in range(blocks):
+        busy.clear()
+        life._jobs.join()  # nothing trains during an idle block
+        idle_s += measure(per_block)
+        busy.set()
+        time.sleep(0.2)  # the child is training
+        busy_s += measure(per_block)
+    stop.set()
     feeder.join()
     life.close()
-    idle_p, busy_p = percentiles(idle), percentiles(busy)
+    idle_p, busy_p = percentiles(idle_s), percentiles(busy_s)
     return {"serving": "ts-lr + recenter", "fine_tuning": "eegnet partial_fit",
             "isolation": isolation,
             "idle_ms": idle_p, "busy_ms": busy_p,

@@ -32,7 +32,6 @@ every update, swap and rollback.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from collections.abc import Callable
@@ -41,7 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from bci_runtime.decoders.training_worker import InlineTrainer, ProcessTrainer
+from bci_runtime.decoders.training_worker import (  # noqa: F401 - model_digest re-exported
+    InlineTrainer,
+    ProcessTrainer,
+    model_digest,
+)
 from bci_runtime.errors import DecoderError
 
 
@@ -83,42 +86,6 @@ class ModelVersion:
         return {"version": self.version, "parent": self.parent, "reason": self.reason,
                 "trained_on": self.trained_on, "digest": self.digest, "metrics": self.metrics,
                 **self.stored}
-
-
-def model_digest(model: Any) -> str:
-    """SHA-256 over a model's fitted arrays and scalars, in attribute order.
-
-    Two models with the same parameters have the same digest; it identifies a
-    version in events and manifests without writing a file.
-    """
-    h = hashlib.sha256()
-
-    def walk(obj: Any, depth: int) -> None:
-        if depth > 8:
-            return
-        if isinstance(obj, np.ndarray):
-            h.update(str(obj.dtype).encode() + str(obj.shape).encode())
-            if obj.dtype != object:
-                h.update(np.ascontiguousarray(obj).tobytes())
-        elif isinstance(obj, (int, float, str, bool, type(None), np.generic)):
-            h.update(repr(obj).encode())
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                walk(item, depth + 1)
-        elif isinstance(obj, dict):
-            for key in sorted(obj, key=str):
-                h.update(str(key).encode())
-                walk(obj[key], depth + 1)
-        elif hasattr(obj, "state_dict") and callable(obj.state_dict):  # torch modules
-            for key, tensor in obj.state_dict().items():
-                h.update(key.encode())
-                h.update(tensor.detach().cpu().numpy().tobytes())
-        elif hasattr(obj, "__dict__"):
-            h.update(type(obj).__qualname__.encode())
-            walk(vars(obj), depth + 1)
-
-    walk(model, 0)
-    return h.hexdigest()
 
 
 @dataclass
@@ -323,9 +290,10 @@ class ModelLifecycle:
             self._trainer.reset(job.model)
             self._working_parent = job.parent
             return
-        model = self._trainer.train(job)
-        if model is None:
+        published = self._trainer.train(job)
+        if published is None:
             return  # an update before calibration: nothing to adapt
+        model, digest = published
         times = job.times if job.times is not None and len(job.times) else np.array([np.nan])
         version = ModelVersion(
             version=self._next_version, parent=self._working_parent, reason={
@@ -334,7 +302,7 @@ class ModelLifecycle:
             model=model,
             trained_on={"trials": int(len(job.X)), "first": float(times[0]),
                         "last": float(times[-1])},
-            digest=model_digest(model), epoch=job.epoch)
+            digest=digest, epoch=job.epoch)
         self._working_parent = version.version
         self._next_version += 1
         if self.archive is not None:

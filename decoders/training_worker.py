@@ -22,6 +22,7 @@ nothing read from disk is ever unpickled.
 from __future__ import annotations
 
 import copy
+import hashlib
 import multiprocessing
 import os
 import traceback
@@ -66,6 +67,42 @@ def serving_copy(model: Any) -> Any:
         inner.attach_training_data(data)
 
 
+def model_digest(model: Any) -> str:
+    """SHA-256 over a model's fitted arrays and scalars, in attribute order.
+
+    Two models with the same parameters have the same digest; it identifies a
+    version in events and manifests without writing a file.
+    """
+    h = hashlib.sha256()
+
+    def walk(obj: Any, depth: int) -> None:
+        if depth > 8:
+            return
+        if isinstance(obj, np.ndarray):
+            h.update(str(obj.dtype).encode() + str(obj.shape).encode())
+            if obj.dtype != object:
+                h.update(np.ascontiguousarray(obj).tobytes())
+        elif isinstance(obj, (int, float, str, bool, type(None), np.generic)):
+            h.update(repr(obj).encode())
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item, depth + 1)
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=str):
+                h.update(str(key).encode())
+                walk(obj[key], depth + 1)
+        elif hasattr(obj, "state_dict") and callable(obj.state_dict):  # torch modules
+            for key, tensor in obj.state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().numpy().tobytes())
+        elif hasattr(obj, "__dict__"):
+            h.update(type(obj).__qualname__.encode())
+            walk(vars(obj), depth + 1)
+
+    walk(model, 0)
+    return h.hexdigest()
+
+
 class InlineTrainer:
     """Applies jobs to a working copy in the calling thread.
 
@@ -79,13 +116,15 @@ class InlineTrainer:
         self.make_model = make_model
         self.working: Any = None
 
-    def train(self, job: Trainable) -> Any | None:
-        """Run a calibrate, recalibrate or update job; the serving copy of the result.
+    def train(self, job: Trainable) -> tuple[Any, str] | None:
+        """Run a calibrate, recalibrate or update job.
 
         Returns
         -------
-        estimator or None
-            None for an update before anything was calibrated (nothing to adapt).
+        (estimator, str) or None
+            The serving copy of the result and its :func:`model_digest` (computed
+            where the training ran: in a child process, off the hot path's
+            interpreter); None for an update before anything was calibrated.
         """
         if job.kind in ("calibrate", "recalibrate"):
             model = self.make_model().fit(job.X, job.y)
@@ -97,7 +136,8 @@ class InlineTrainer:
         else:
             raise DecoderError(f"unknown job kind '{job.kind}'")
         self.working = model
-        return serving_copy(model)
+        published = serving_copy(model)
+        return published, model_digest(published)
 
     def reset(self, model: Any) -> None:
         """Continue from ``model`` (a serving copy), keeping the working copy's buffers."""
@@ -138,7 +178,8 @@ class ProcessTrainer:
         self._process.start()
         child.close()
 
-    def train(self, job: Trainable) -> Any | None:
+    def train(self, job: Trainable) -> tuple[Any, str] | None:
+        """As :meth:`InlineTrainer.train`, in the child process."""
         return self._call(("train", job.kind, job.X, job.y, job.correct))
 
     def reset(self, model: Any) -> None:

@@ -443,7 +443,7 @@ def test_published_versions_leave_the_replay_buffer_with_the_trainer(small):
         def __init__(self, kind, X, y):
             self.kind, self.X, self.y, self.correct = kind, X, y, None
 
-    first = trainer.train(Job("calibrate", X, y))
+    first, _ = trainer.train(Job("calibrate", X, y))
     assert first.decoder_.replay_X_.shape[0] == 0
     new_X, new_y = synthetic(n=8, seed=5)
     trainer.train(Job("update", new_X, new_y))
