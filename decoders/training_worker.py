@@ -216,7 +216,12 @@ class ProcessTrainer:
 
 def _child_main(conn: Any, template: Any, nice: int) -> None:
     """The child's loop: one job at a time, the serving copy (or the error) back."""
+    import signal
+
     from bci_runtime.realtime import single_threaded_math
+
+    # Ctrl-C reaches the whole process group: the parent stops the session and then us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     single_threaded_math()
     try:
