@@ -229,14 +229,20 @@ def _list(args: argparse.Namespace, catalog: Any, strategies: Sequence[str]) -> 
     decoders = [{"name": e.name, "paradigm": e.paradigm, "about": e.about,
                  "default": catalog.default_decoder(e.paradigm) == e.name}
                 for e in catalog.entries()]
+    from bci_runtime.decoders.evaluate_continuous import CONTINUOUS_STRATEGIES
+
+    continuous = list(CONTINUOUS_STRATEGIES)
     if args.json:
-        print(json.dumps({"ok": True, "decoders": decoders, "strategies": list(strategies)}))
+        print(json.dumps({"ok": True, "decoders": decoders, "strategies": list(strategies),
+                          "continuous_strategies": continuous}))
         return 0
     print("decoders:")
     for d in decoders:
         star = " (default)" if d["default"] else ""
         print(f"  {d['paradigm']:10s} {d['name']:14s} {d['about']}{star}")
-    print("strategies: " + ", ".join(strategies))
+    print("strategies (mi, ssvep; stack with a+b, half-life with name@N): "
+          + ", ".join(strategies))
+    print("strategies (continuous): " + ", ".join(continuous))
     return 0
 
 

@@ -101,3 +101,13 @@ def test_the_recommended_co_adaptation_recovers_from_dying_channels(
     assert out["recovery_fraction"] >= 0.9
     assert adaptive >= static + 0.25
     assert out["tau90_trials"] is not None and out["tau90_trials"] <= 40
+
+
+def test_list_names_every_decoder_and_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = evaluate_json(capsys, "--list")
+    assert code == 0
+    names = {d["name"]: d for d in out["decoders"]}
+    assert {"ts-lr", "ts-lda", "ssvep-ensemble", "kalman"} <= set(names)
+    assert names["ts-lr"]["default"] and not names["ts-lda"]["default"]
+    assert {"recenter", "ts-recenter", "partial-fit", "lda-bias"} <= set(out["strategies"])
+    assert out["continuous_strategies"] == ["rml", "smoothbatch", "ridge-partial-fit"]
