@@ -174,3 +174,31 @@ def test_classes_missing_from_training_are_an_error() -> None:
     yt[0] = "c"
     with pytest.raises(ConfigError, match=r"classes \['c'\] that no training trial has"):
         evaluate(LogVarLDA, as_trials(X, y), as_trials(X, yt), "none")
+
+
+def test_a_refused_update_leaves_the_arm_serving_and_is_counted(monkeypatch) -> None:
+    """As online: an update the strategy refuses changes nothing; the run goes on."""
+    from bci_runtime.decoders import adaptation
+    from bci_runtime.decoders.adaptation import PooledMeanBias
+    from bci_runtime.errors import DecoderError
+
+    class RefusesOddTrials(PooledMeanBias):
+        name = "test-refuses-odd"
+
+        def update(self, X, y=None, sample_weight=None, decoder=None, correct=None):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls % 2:
+                raise DecoderError("this trial is refused")
+            super().update(X, y, sample_weight, decoder, correct)
+
+    # registered for this test only
+    monkeypatch.setitem(adaptation._REGISTRY, RefusesOddTrials.name, RefusesOddTrials)
+    rng = np.random.default_rng(7)
+    X, y = two_class_epochs(rng, 40)
+    Xt, yt = two_class_epochs(rng, 20, gain=1.5)
+    result = evaluate(LogVarLDA, as_trials(X, y), as_trials(Xt, yt, 200.0),
+                      "test-refuses-odd")
+    arm = result.arms["adaptive:test-refuses-odd"]
+    assert len(arm.predictions) == 20  # every trial predicted
+    assert arm.scores["updates_failed"] == 10
+    assert arm.scores["first_failure"] == "trial 0: this trial is refused"
