@@ -43,7 +43,6 @@ class AuditLog:
             raise ConfigError(f"cannot open the audit log '{path}': {exc.strerror}",
                               hint="give a writable session folder") from None
         self._lock = threading.Lock()
-        self._synced = time.monotonic()
         self._dirty = False
         self._stop = threading.Event()
         self._syncer = threading.Thread(target=self._sync_loop, name="audit-fsync", daemon=True)
@@ -62,11 +61,9 @@ class AuditLog:
         record = {"t_mono": self.clock(), "t_wall": _dt.datetime.now(_dt.timezone.utc)
                   .isoformat(timespec="microseconds"), "event": event, **fields}
         line = (json.dumps(record, default=str, allow_nan=False) + "\n").encode()
-        with self._lock:
+        with self._lock:  # one line at a time; the fsync runs on its own thread, unlocked
             os.write(self._fd, line)
             self._dirty = True
-            if time.monotonic() - self._synced >= FSYNC_EVERY_S:
-                self._fsync()
         return record
 
     def close(self) -> None:
@@ -75,22 +72,19 @@ class AuditLog:
         self._syncer.join(2 * FSYNC_EVERY_S)
         with self._lock:
             if self._fd >= 0:
-                self._fsync()
+                os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
 
-    def _fsync(self) -> None:
-        if self._dirty:
-            os.fsync(self._fd)
-            self._dirty = False
-        self._synced = time.monotonic()
-
     def _sync_loop(self) -> None:
-        # lines written just after an fsync wait at most FSYNC_EVERY_S for the next one
+        # every half interval: a line waits at most FSYNC_EVERY_S for its fsync, and the
+        # writers never wait for one (fsync and write may run at once on one descriptor)
         while not self._stop.wait(FSYNC_EVERY_S / 2):
             with self._lock:
-                if self._fd >= 0 and time.monotonic() - self._synced >= FSYNC_EVERY_S / 2:
-                    self._fsync()
+                dirty, self._dirty = self._dirty, False
+                fd = self._fd
+            if dirty and fd >= 0:
+                os.fsync(fd)
 
 
 def read_audit_log(path: Path) -> list[dict[str, Any]]:
