@@ -26,42 +26,19 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from timing import percentiles, timed
 
 from bci_runtime.decoders.clda import RML, SmoothBatch
 from bci_runtime.decoders.continuous import KalmanDecoder, RidgeDecoder
 from bci_runtime.decoders.cursor_loop import record_open_loop
 from bci_runtime.simulators.paradigms import make_generator
 
+WARMUP = 50  # untimed calls first: the filters and caches settle
 DT = 0.05
 
 
-def percentiles(samples: list[tuple[float, float]]) -> dict[str, float]:
-    """Wall-clock median, p90, p99 and max, and the median CPU time, in milliseconds.
-
-    ``samples`` holds (wall, cpu) seconds per call; the CPU time of the calling
-    thread leaves out the time the process waited for a core (BLAS runs on this
-    thread only, see ``single_threaded_blas``).
-    """
-    a = np.asarray(samples).reshape(-1, 2) * 1e3
-    wall, cpu = a[:, 0], a[:, 1]
-    return {"n": int(wall.size), "p50_ms": float(np.median(wall)),
-            "p90_ms": float(np.percentile(wall, 90)), "p99_ms": float(np.percentile(wall, 99)),
-            "max_ms": float(wall.max()), "cpu_p50_ms": float(np.median(cpu))}
-
-
-def timed(call: Callable[[int], Any], n: int, warmup: int = 50) -> list[tuple[float, float]]:
-    for i in range(warmup):
-        call(i)
-    out = []
-    for i in range(n):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        call(i)
-        out.append((time.perf_counter() - t0, time.thread_time() - c0))
-    return out
 
 
 def data(n_features: int, seconds: float = 120.0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +59,7 @@ def bench(n_features: int, n: int) -> dict[str, dict[str, float]]:
     for steady in (True, False):
         dec = KalmanDecoder(steady_state=steady, shrinkage=0.05).fit(X, V)
         out[f"kalman step ({'steady' if steady else 'time-varying'})"] = percentiles(
-            timed(lambda i: dec.step(X[i % m]), n))
+            timed(lambda i: dec.step(X[i % m]), n, warmup=WARMUP))
 
     dec = KalmanDecoder(shrinkage=0.05).fit(X, V)
     out["kalman set_model (gain)"] = percentiles(
@@ -94,7 +71,8 @@ def bench(n_features: int, n: int) -> dict[str, dict[str, float]]:
     dec = KalmanDecoder(shrinkage=0.05).fit(X, V)
     rml = RML(half_life=60.0, dt=DT, update_every=1).fit(dec)
     out["rml update (1 bin, re-solve)"] = percentiles(
-        timed(lambda i: rml.update(X[i % m][None], labels[i % m][None], dec), min(n, 3000)))
+        timed(lambda i: rml.update(X[i % m][None], labels[i % m][None], dec), min(n, 3000),
+              warmup=WARMUP))
     out["rml update (20 bins, re-solve)"] = percentiles(
         timed(lambda i: rml.update(X[(20 * i) % (m - 20):][:20], labels[(20 * i) % (m - 20):][:20],
                                    dec), min(n, 1000)))
@@ -114,7 +92,8 @@ def bench(n_features: int, n: int) -> dict[str, dict[str, float]]:
 
     ridge = RidgeDecoder(alpha=100.0, half_life=1200.0).fit(X, V)
     out["ridge partial_fit (1 bin)"] = percentiles(
-        timed(lambda i: ridge.partial_fit(X[i % m][None], labels[i % m][None]), min(n, 3000)))
+        timed(lambda i: ridge.partial_fit(X[i % m][None], labels[i % m][None]), min(n, 3000),
+              warmup=WARMUP))
     return out
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from timing import percentiles, timed
 
 from bci_runtime.decoders.adaptation import CoAdaptiveDecoder
 from bci_runtime.decoders.ssvep import CCA, BlockCovTS, FilterBankCCA, SSVEPEnsemble
@@ -38,25 +38,6 @@ from bci_runtime.decoders.ssvep import CCA, BlockCovTS, FilterBankCCA, SSVEPEnse
 FREQS = {"13Hz": 13.0, "21Hz": 21.0, "17Hz": 17.0, "rest": None}
 
 
-def percentiles(samples: list[tuple[float, float]]) -> dict[str, float]:
-    """Wall-clock p50, p99 and max, and the median CPU time, in ms, of (wall, cpu) seconds."""
-    a = np.asarray(samples).reshape(-1, 2) * 1e3
-    wall, cpu = a[:, 0], a[:, 1]
-    return {"n": int(wall.size), "p50_ms": float(np.median(wall)),
-            "p99_ms": float(np.percentile(wall, 99)), "max_ms": float(wall.max()),
-            "cpu_p50_ms": float(np.median(cpu))}
-
-
-def timed(call: Callable[[int], Any], n: int, warmup: int = 5) -> list[tuple[float, float]]:
-    """(wall, cpu) seconds of ``n`` calls ``call(i)`` after ``warmup`` untimed ones."""
-    for i in range(warmup):
-        call(i)
-    out = []
-    for i in range(n):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        call(i)
-        out.append((time.perf_counter() - t0, time.thread_time() - c0))
-    return out
 
 
 def trials(rng: np.random.Generator, n: int, n_channels: int, sfreq: float,

@@ -29,6 +29,7 @@ from bci_runtime.decoders import catalog
 from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategies
 from bci_runtime.decoders.drift_detector import CovarianceDrift
 from bci_runtime.decoders.lifecycle import Job, ModelLifecycle
+from bci_runtime.decoders.linear import decision_outputs
 from bci_runtime.labels import LabelTracker
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Output
 from bci_runtime.ringbuffer import RingBuffer
@@ -91,13 +92,7 @@ class CoAdaptiveDecoderNode(Node):
         catalog.get(p.decoder)  # an unknown name fails at load, listing the names
         for name in p.adapt:
             make_strategies(name)
-        n = len(p.classes)
-        return {"decision": StreamSpec(
-            name=f"{self.name}-decision", type="Decision", channel_names=tuple(p.classes),
-            srate=0.0, dtype="float64", channel_types=("misc",) * n, units=("prob",) * n,
-            source_id=f"{spec.source_id}-{self.name}"),
-            "model": StreamSpec.events(f"{self.name}-model",
-                                       f"{spec.source_id}-{self.name}-model")}
+        return decision_outputs(self.name, p.classes, spec.source_id)
 
     def open(self, context: NodeContext) -> None:
         super().open(context)

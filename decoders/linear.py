@@ -16,6 +16,26 @@ from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Outp
 from bci_runtime.spec import StreamSpec, require_signal
 
 
+def decision_outputs(node: str, classes: list[str], source_id: str) -> dict[str, StreamSpec]:
+    """The output specs of a decoder node: class probabilities, and its model events.
+
+    Parameters
+    ----------
+    node : str
+        The node's name.
+    classes : list of str
+        One probability channel per class, in this order.
+    source_id : str
+        The input stream's source_id; the outputs' derive from it.
+    """
+    n = len(classes)
+    return {"decision": StreamSpec(
+        name=f"{node}-decision", type="Decision", channel_names=tuple(classes),
+        srate=0.0, dtype="float64", channel_types=("misc",) * n, units=("prob",) * n,
+        source_id=f"{source_id}-{node}"),
+        "model": StreamSpec.events(f"{node}-model", f"{source_id}-{node}-model")}
+
+
 class LinearClassifierParams(NodeParams):
     classes: list[str] = Field(["left", "right"], min_length=2, description="class names")
     weights: list[list[float]] | None = Field(
@@ -85,13 +105,7 @@ class LinearClassifier(Node):
                 raise self.spec_error("features", f"weights have {sorted(widths)} columns but "
                                       f"'{spec.name}' has {spec.n_channels} features",
                                       hint="give one weight per feature channel")
-        n = len(p.classes)
-        return {"decision": StreamSpec(
-            name=f"{self.name}-decision", type="Decision", channel_names=tuple(p.classes),
-            srate=0.0, dtype="float64", channel_types=("misc",) * n, units=("prob",) * n,
-            source_id=f"{spec.source_id}-{self.name}"),
-            "model": StreamSpec.events(f"{self.name}-model",
-                                       f"{spec.source_id}-{self.name}-model")}
+        return decision_outputs(self.name, p.classes, spec.source_id)
 
     def open(self, context: NodeContext) -> None:
         super().open(context)

@@ -180,7 +180,7 @@ class ProcessTrainer:
 
     def train(self, job: Trainable) -> tuple[Any, str] | None:
         """As :meth:`InlineTrainer.train`, in the child process."""
-        return self._call(("train", job.kind, job.X, job.y, job.correct))
+        return self._call(("train", job))
 
     def reset(self, model: Any) -> None:
         self._call(("reset", model))
@@ -245,16 +245,9 @@ def _child_main(conn: Any, template: Any, nice: int) -> None:
             return
         try:
             if message[0] == "train":
-                _, kind, X, y, correct = message
-                job = _Job(kind, X, y, correct)
-                conn.send(("ok", trainer.train(job)))
+                conn.send(("ok", trainer.train(message[1])))
             else:
                 trainer.reset(message[1])
                 conn.send(("ok", None))
         except Exception as exc:  # reported to the parent, which keeps serving
             conn.send(("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
-
-
-class _Job:
-    def __init__(self, kind: str, X: Any, y: Any, correct: Any) -> None:
-        self.kind, self.X, self.y, self.correct = kind, X, y, correct

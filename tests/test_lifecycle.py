@@ -73,22 +73,6 @@ def test_a_candidate_that_does_worse_is_rolled_back_and_the_worker_resets() -> N
     assert np.mean(life.serving.model.predict(X) == y) > 0.8
 
 
-def test_background_updates_replay_exactly_from_the_recorded_install_points() -> None:
-    recorded: list[tuple[str, dict]] = []
-    live = ModelLifecycle(make_model, shadow_trials=4, background=True,
-                          on_event=lambda k, d: recorded.append((k, d)))
-    run_session(live, 3, flip_after=20, wait=True)
-    live.close()
-    installs = [d["first_window"] for k, d in recorded if "first_window" in d]
-    replayed: list[tuple[str, dict]] = []
-    again = ModelLifecycle(make_model, shadow_trials=4, install_at=installs,
-                           on_event=lambda k, d: replayed.append((k, d)))
-    run_session(again, 3, flip_after=20)
-    assert [(k, d["version"], d["digest"]) for k, d in replayed] == \
-        [(k, d["version"], d["digest"]) for k, d in recorded]
-    assert again.serving.digest == live.serving.digest
-
-
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_failing_update_is_reported_and_the_serving_version_keeps_serving(
         isolation: str) -> None:
@@ -127,16 +111,19 @@ def test_unsupervised_updates_without_shadow_swap_in_at_once() -> None:
     assert kind == "swap" and details["version"] == 2 and details["replaces"] == 1
 
 
-def test_training_in_a_child_process_publishes_the_same_versions_as_inline() -> None:
-    """isolation="process": the worker's jobs run in a spawned child; a replay matches."""
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_background_updates_replay_exactly_from_the_recorded_install_points(
+        isolation: str) -> None:
+    """Training in the worker thread or a spawned child; a replay installs the same versions."""
     recorded: list[tuple[str, dict]] = []
-    live = ModelLifecycle(make_model, shadow_trials=4, background=True, isolation="process",
+    live = ModelLifecycle(make_model, shadow_trials=4, background=True, isolation=isolation,
                           on_event=lambda k, d: recorded.append((k, d)))
     try:
         run_session(live, 3, flip_after=20, wait=True)
     finally:
         live.close()
-    assert not live._trainer._process.is_alive()
+    if isolation == "process":
+        assert not live._trainer._process.is_alive()
     kinds = [k for k, _ in recorded]
     assert kinds[0] == "online" and "swap" in kinds and "rollback" in kinds
     installs = [d["first_window"] for k, d in recorded if "first_window" in d]
@@ -146,6 +133,7 @@ def test_training_in_a_child_process_publishes_the_same_versions_as_inline() -> 
     run_session(again, 3, flip_after=20)
     assert [(k, d["version"], d["digest"]) for k, d in replayed] == \
         [(k, d["version"], d["digest"]) for k, d in recorded]
+    assert again.serving.digest == live.serving.digest
 
 
 def test_an_unknown_isolation_is_refused() -> None:
