@@ -14,7 +14,9 @@ what was wrong, where, and how to fix it::
     │   ├── NodeError               a node raised while processing a chunk
     │   ├── BadChunkError           a source delivered a malformed chunk under the ``stop`` policy
     │   ├── WorkerDiedError         a worker process exited unexpectedly
-    │   └── StreamNotFoundError     no LSL stream matched a query
+    │   ├── StreamNotFoundError     no LSL stream matched a query
+    │   └── StimulatorError         a stimulator device refused a command, answered wrong
+    │                               or went silent (the output is forced safe first)
     ├── DecoderError                a decoder was given what it cannot use (also a ValueError,
     │   │                           as scikit-learn expects); the model that serves is unchanged
     │   ├── NotFittedError          predict / partial_fit / transform before fit (also an
@@ -191,6 +193,10 @@ class WorkerDiedError(RunError):
 
 class StreamNotFoundError(RunError):
     """No LSL stream matched the query."""
+
+
+class StimulatorError(RunError):
+    """A stimulator device refused a command, answered wrongly or stopped answering."""
 
 
 class DecoderError(BciError, ValueError):

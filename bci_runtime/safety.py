@@ -9,8 +9,9 @@ A :class:`SafetySupervisor` holds the declared
 * after arming, the amplitude allowed ramps up linearly over ``ramp_s``;
 * each request is checked against the limits in a fixed order: finite values,
   known contact, biphasic balance, pulse width, frequency, burst length,
-  amplitude (the contact's cap, the total cap, the charge its area takes at
-  this width, the ramp), the rate over the last second, the session's dose. A
+  amplitude (the contact's cap, the dose profile's current, the total cap less
+  what the other contacts' running trains draw, the charge its area takes at
+  this width, the ramp), the rate, the session's dose. A
   request that breaks a limit is **clamped** to it or **rejected**, as the
   limits say (``on_violation``); what cannot be clamped (non-finite values, an
   unknown contact, an unbalanced pulse, no rate or dose left) is always
@@ -18,8 +19,17 @@ A :class:`SafetySupervisor` holds the declared
 * every request, clamp, rejection, arm, disarm and stop goes to the audit log
   with its reason.
 
+A train replaces the one still running on its contact (the driver contract):
+the replaced train is accounted with the pulses it delivered before ``t``;
+a disarm or stop ends every running train. The rate limit holds for every
+1-s window of the real pulse times: a train is let through only if its pulses
+plus all of every train still running within the last second stay within
+``max_pulses_per_s`` (all of the trains that can share a window with it).
+
 What it emits is within the limits by construction: the property tests drive
-it with random request sequences and check every emitted pulse.
+it with random request sequences and check every emitted pulse with
+:func:`~bci_runtime.envelope_check.find_violations`, which replays the pulse
+times independently.
 """
 
 from __future__ import annotations
@@ -99,8 +109,31 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
+class _Train:
+    """A train let through: when it started, how many pulses, when it ends."""
+
+    __slots__ = ("t", "n", "frequency_hz", "amplitude_ma", "end")
+
+    def __init__(self, t: float, pulse: PulseRequest) -> None:
+        self.t, self.n = t, pulse.n_pulses
+        self.frequency_hz, self.amplitude_ma = pulse.frequency_hz, pulse.amplitude_ma
+        self.end = t + pulse.duration_s
+
+    def cut(self, t: float) -> float:
+        """End the train at ``t`` (replaced or stopped); returns the on-time given back (s)."""
+        if t >= self.end:
+            return 0.0
+        # pulses at t0 + k/f, k = 0..n-1: those before t were delivered
+        delivered = min(self.n, max(0, math.ceil((t - self.t) * self.frequency_hz - 1e-9)))
+        returned = (self.n - delivered) / self.frequency_hz
+        self.n, self.end = delivered, max(self.t, t)
+        return returned
+
+
 class SafetySupervisor:
     """Enforces :class:`StimulationLimits` on requests; off until armed.
+
+    Not thread-safe: the stimulator node calls it under its output lock.
 
     Parameters
     ----------
@@ -116,7 +149,8 @@ class SafetySupervisor:
         self._contacts = {c.name: c for c in limits.contacts}
         self._armed_at = math.inf
         self._lockout_until = -math.inf
-        self._recent: deque[tuple[float, int]] = deque()  # (time, pulses) of the last second
+        self._trains: deque[_Train] = deque()  # in request order, until 1 s after they end
+        self._running: dict[str, _Train] = {}  # the newest train of each contact
         self._on_time_s = 0.0
         self.counts = {"requests": 0, "emitted": 0, "clamped": 0, "rejected": 0}
 
@@ -135,12 +169,19 @@ class SafetySupervisor:
     def disarm(self, t: float, reason: str) -> None:
         """Safe state; arming again is needed."""
         self.state = "disarmed"
+        self._end_trains(t)
         self._log("disarm", t, reason=reason)
 
     def emergency_stop(self, t: float, source: str) -> None:
         """Safe state at once, from the CLI, the web page or a signal."""
         self.state = "stopped"
+        self._end_trains(t)
         self._log("emergency_stop", t, source=source)
+
+    def _end_trains(self, t: float) -> None:
+        for train in self._running.values():
+            self._on_time_s -= train.cut(t)
+        self._running.clear()
 
     # -- requests ---------------------------------------------------------------------
 
@@ -151,7 +192,12 @@ class SafetySupervisor:
         self.counts[{"emit": "emitted", "clamp": "clamped", "reject": "rejected"}[
             decision.action]] += 1
         if decision.pulse is not None:
-            self._recent.append((t, decision.pulse.n_pulses))
+            replaced = self._running.get(req.contact)
+            if replaced is not None:
+                self._on_time_s -= replaced.cut(t)
+            train = _Train(t, decision.pulse)
+            self._trains.append(train)
+            self._running[req.contact] = train
             self._on_time_s += decision.pulse.duration_s
         self._log(decision.action, t, request=asdict(req), reasons=list(decision.reasons),
                   emitted=None if decision.pulse is None else asdict(decision.pulse))
@@ -190,12 +236,16 @@ class SafetySupervisor:
             reasons.append(f"burst of {req.n_pulses} above {lim.max_burst_pulses} pulses")
         charge = min(shannon_max_charge_uc(contact.area_cm2, lim.shannon_k),
                      lim.max_charge_density_uc_cm2 * contact.area_cm2)
-        cap = min(contact.max_current_ma, lim.max_total_current_ma, charge * 1000.0 / width)
+        others = sum(train.amplitude_ma for name, train in self._running.items()
+                     if name != req.contact and train.end > t)
+        cap = min(contact.max_current_ma, lim.dose.max_current_ma,
+                  lim.max_total_current_ma - others, charge * 1000.0 / width)
         amplitude = req.amplitude_ma
         if amplitude > cap:
             amplitude = cap
             reasons.append(f"amplitude {req.amplitude_ma:g} mA above {cap:.4g} mA (the "
-                           f"contact's cap or the charge its area takes at {width:g} µs)")
+                           f"contact's cap, the total less {others:.4g} mA running on other "
+                           f"contacts, or the charge its area takes at {width:g} µs)")
         if reasons and lim.on_violation == "reject":
             return self._violation(t, "; ".join(reasons))
         # the ramp after arming is no violation: it always clamps
@@ -206,18 +256,35 @@ class SafetySupervisor:
                            "after arming")
         if amplitude <= 0:
             return Decision("reject", None, tuple(reasons))
-        while self._recent and self._recent[0][0] <= t - 1.0:
-            self._recent.popleft()
-        left = lim.max_pulses_per_s - sum(k for _, k in self._recent)
+        left = lim.max_pulses_per_s - self._pulses_near(t, req.contact)
         if n > left:
             return self._violation(t, f"rate: {n} pulses with {max(left, 0):g} left in the "
                                    f"last second (max {lim.max_pulses_per_s:g}/s)")
         out = replace(out, amplitude_ma=amplitude, width_us=width, frequency_hz=freq,
                       n_pulses=n)
-        if self._on_time_s + out.duration_s > lim.dose.max_minutes * 60.0:
+        replaced = self._running.get(req.contact)
+        on_time = self._on_time_s - (replaced.end - min(max(t, replaced.t), replaced.end)
+                                     if replaced is not None else 0.0)
+        if on_time + out.duration_s > lim.dose.max_minutes * 60.0 + 1e-9:
             return self._violation(t, f"dose: {self._on_time_s / 60:.2f} of "
                                    f"{lim.dose.max_minutes:g} min used")
         return Decision("clamp" if reasons else "emit", out, tuple(reasons))
+
+    def _pulses_near(self, t: float, contact: str) -> int:
+        """Pulses of the trains that can share a 1-s window with a train starting at ``t``.
+
+        Every train still running after ``t - 1`` counts whole, except the pulses the
+        contact's running train will not deliver (a new train there replaces it).
+        """
+        trains = self._trains
+        while trains and trains[0].end <= t - 1.0:
+            trains.popleft()
+        total = sum(train.n for train in trains if train.end > t - 1.0)
+        replaced = self._running.get(contact)
+        if replaced is not None and replaced.end > t:
+            delivered = max(0, math.ceil((t - replaced.t) * replaced.frequency_hz - 1e-9))
+            total -= replaced.n - min(replaced.n, delivered)
+        return total
 
     def _violation(self, t: float, reason: str) -> Decision:
         self._lockout_until = t + self.limits.lockout_s

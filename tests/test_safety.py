@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bci_runtime.audit_log import AuditLog, read_audit_log
+from bci_runtime.envelope_check import find_violations
 from bci_runtime.safety import PulseRequest, SafetySupervisor
-from bci_runtime.stim_limits import StimulationLimits, shannon_max_charge_uc
+from bci_runtime.stim_limits import StimulationLimits
 
 LIMITS = {
     "contacts": [{"name": "E1", "area_cm2": 0.06, "max_current_ma": 3.0},
@@ -79,13 +80,28 @@ def test_what_cannot_be_clamped_is_always_rejected() -> None:
 def test_rate_and_dose_limits() -> None:
     s = SafetySupervisor(limits(lockout_s=0.0))
     s.arm(0.0, by="test")
-    for k in range(4):  # 4 x 50 pulses within one second: the rate limit is 200/s
-        assert s.request(pulse(n_pulses=50), 2.0 + 0.1 * k).action == "emit"
-    assert "rate" in s.request(pulse(n_pulses=1), 2.5).reasons[0]
-    assert s.request(pulse(n_pulses=50), 3.5).action == "emit"  # a second later
+    for k in range(4):  # 4 x 50 pulses back to back (0.27 s each): the limit is 200/s
+        assert s.request(pulse(n_pulses=50, frequency_hz=185.0), 2.0 + 0.3 * k).action == "emit"
+    assert "rate" in s.request(pulse(n_pulses=1, contact="E2"), 3.0).reasons[0]
+    assert s.request(pulse(n_pulses=50), 4.0).action == "emit"  # a second later
     # the dose: 1 min of stimulation in all; trains of 50 pulses at 1 Hz last 50 s
     assert s.request(pulse(n_pulses=50, frequency_hz=1.0), 10.0).action == "emit"
     assert "dose" in s.request(pulse(n_pulses=50, frequency_hz=1.0), 100.0).reasons[0]
+
+
+def test_a_train_replaces_the_one_running_on_its_contact() -> None:
+    # continuous modulation: every 0.1 s a 0.2 s train at 100 Hz; each replaces the last,
+    # so 100 pulses/s are delivered and the 200/s limit holds without refusing any
+    s = SafetySupervisor(limits(lockout_s=0.0, ramp_s=0.1))
+    s.arm(0.0, by="test")
+    decisions = [s.request(pulse(n_pulses=20), 1.0 + 0.1 * k) for k in range(30)]
+    assert [d.action for d in decisions] == ["emit"] * 30
+    # the total current counts what other contacts draw while their trains run
+    d = s.request(pulse(2.5, contact="E2", n_pulses=5), 3.95)
+    assert d.action == "reject" and "running on other contacts" in d.reasons[0]
+    s.disarm(4.0, reason="end")  # a disarm ends the running trains
+    s.arm(4.0, by="test")
+    assert s.request(pulse(1.9, contact="E2", n_pulses=5), 5.0).action == "emit"
 
 
 def test_emergency_stop_and_disarm_need_a_new_arm() -> None:
@@ -146,37 +162,53 @@ def test_no_sequence_of_requests_gets_a_pulse_outside_the_limits(sequence, mode)
                  contacts=[{"name": "E1", "area_cm2": 0.06, "max_current_ma": 3.0},
                            {"name": "E2", "area_cm2": 0.02, "max_current_ma": 5.0}])
     s = SafetySupervisor(lim)
-    t, armed_at, emitted = 0.0, None, []
+    t, delivered = 0.0, []
     for command in [("arm", 0.0), *sequence]:  # armed first: most requests can get through
         t += command[1]
         if command[0] == "arm":
             if s.arm(t, by="property"):  # refused during a lockout
-                armed_at = t
+                delivered.append(("arm", t))
         elif command[0] == "stop":
             s.emergency_stop(t, source="property")
+            delivered.append(("stop", t))
         else:
             d = s.request(command[2], t)
             if d.pulse is not None:
-                emitted.append((t, d.pulse, armed_at))
-    contacts = {c.name: c for c in lim.contacts}
-    for t, p, armed_at in emitted:
-        c = contacts[p.contact]
-        assert all(math.isfinite(v) for v in (p.amplitude_ma, p.width_us, p.frequency_hz))
-        assert 0 < p.amplitude_ma <= c.max_current_ma + 1e-9
-        assert p.amplitude_ma <= lim.max_total_current_ma + 1e-9
-        assert lim.pulse_width_us.min <= p.width_us <= lim.pulse_width_us.max
-        assert lim.frequency_hz.min <= p.frequency_hz <= lim.frequency_hz.max
-        assert 1 <= p.n_pulses <= lim.max_burst_pulses
-        q = p.charge_uc
-        assert q <= shannon_max_charge_uc(c.area_cm2, lim.shannon_k) * (1 + 1e-9)
-        assert q / c.area_cm2 <= lim.max_charge_density_uc_cm2 * (1 + 1e-9)
-        assert abs(q - p.phase2_charge_uc) <= lim.balance_tolerance * q
-        assert p.amplitude_ma <= c.max_current_ma * min(1.0, (t - armed_at) / lim.ramp_s) \
-            + 1e-9
-    for t0 in {t for t, _, _ in emitted}:
-        in_window = sum(p.n_pulses for t, p, _ in emitted if t0 - 1.0 < t <= t0)
-        assert in_window <= lim.max_pulses_per_s
-    assert sum(p.duration_s for _, p, _ in emitted) <= lim.dose.max_minutes * 60 + 1e-9
+                delivered.append(("train", t, d.pulse))
+    assert find_violations(lim, delivered) == []
+
+
+def test_the_envelope_check_finds_what_breaks_the_limits() -> None:
+    # the oracle of the property test must itself see each kind of violation
+    # E3: a small contact whose cap is more than its area takes (`bci safety check` says so)
+    lim = limits(contacts=[*LIMITS["contacts"],
+                           {"name": "E3", "area_cm2": 0.01, "max_current_ma": 5.0}])
+    ok = pulse(1.0, n_pulses=10)
+    assert find_violations(lim, [("arm", 0.0), ("train", 2.0, ok)]) == []
+    cases = {
+        "not armed": [("train", 2.0, ok)],
+        "above the cap": [("arm", 0.0), ("train", 2.0, pulse(3.5))],
+        "pulse width": [("arm", 0.0), ("train", 2.0, pulse(width_us=250.0))],
+        "frequency": [("arm", 0.0), ("train", 2.0, pulse(frequency_hz=190.0))],
+        "in a burst": [("arm", 0.0), ("train", 2.0, pulse(n_pulses=60))],
+        "Shannon": [("arm", 0.0), ("train", 2.0, pulse(3.9, contact="E3", width_us=200.0))],
+        "µC/cm²": [("arm", 0.0), ("train", 2.0, pulse(3.9, contact="E3", width_us=200.0))],
+        "unbalanced": [("arm", 0.0), ("train", 2.0, pulse(phase2_amplitude_ma=0.9))],
+        "ramp": [("arm", 0.0), ("train", 0.5, pulse(2.0))],
+        "drawn by all contacts": [("arm", 0.0), ("train", 2.0, pulse(3.0, n_pulses=50)),
+                                  ("train", 2.1, pulse(2.5, contact="E2", n_pulses=5))],
+        "in the second": [("arm", 0.0)] + [("train", 2.0 + 0.2 * k, pulse(
+            n_pulses=50, frequency_hz=185.0, contact=("E1", "E2")[k % 2])) for k in range(6)],
+        "dose": [("arm", 0.0), ("train", 2.0, pulse(n_pulses=50, frequency_hz=1.0)),
+                 ("train", 60.0, pulse(n_pulses=20, frequency_hz=1.0))],
+    }
+    for words, events in cases.items():
+        found = find_violations(lim, events)
+        assert any(words in v for v in found), (words, found)
+    # a stop cuts the running train: after it, the same trains are within the dose
+    assert find_violations(lim, [("arm", 0.0), ("train", 2.0, pulse(n_pulses=50,
+                           frequency_hz=1.0)), ("stop", 10.0), ("arm", 20.0),
+                           ("train", 60.0, pulse(n_pulses=20, frequency_hz=1.0))]) == []
 
 
 def test_every_decision_is_in_the_audit_log(tmp_path: Path) -> None:
