@@ -90,6 +90,9 @@ class NodeContext:
         ``emit_event(kind, **fields)`` appends to the session's events log.
     stop_requested : threading.Event
         Set when the run is stopping; blocking sources return when they see it.
+    emergency_stop : callable
+        ``emergency_stop(source)`` stops every actuator of the run at once (the
+        feedback page's button).
     """
 
     name: str
@@ -98,6 +101,7 @@ class NodeContext:
     session_dir: Path | None = None
     emit_event: Callable[..., None] = field(default=lambda kind, **fields: None)
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    emergency_stop: Callable[[str], None] = field(default=lambda source: None)
 
     def rng(self, stream: str = "") -> np.random.Generator:
         """A generator seeded from the pipeline seed, the node name and ``stream``."""

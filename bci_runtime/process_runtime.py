@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bci_runtime.actuator import Actuator
 from bci_runtime.clock import Clock
 from bci_runtime.errors import RunError, SpecMismatchError
 from bci_runtime.executor import Executor, RemoteSender
@@ -36,9 +38,16 @@ class ProcessRuntime:
     emit_event : callable
         ``emit_event(kind, **fields)``.
     on_failure : callable
-        Called with the first exception raised in a source thread or node.
+        Called with the first exception raised in a source thread or node, after
+        this process's actuators were made safe.
     session_dir : Path, optional
         Session folder handed to nodes.
+
+    Attributes
+    ----------
+    on_emergency_stop : callable or None
+        ``on_emergency_stop(source)`` after a node asked for an emergency stop
+        (the web page's button): the runner passes it to the other processes.
     """
 
     def __init__(self, graph: Graph, process: str, clock: Clock,
@@ -48,8 +57,12 @@ class ProcessRuntime:
         self.process = process
         self.clock = clock
         self.emit_event = emit_event
-        self.on_failure = on_failure
+        self._report_failure = on_failure
         self.session_dir = session_dir
+        self.on_emergency_stop: Callable[[str], None] | None = None
+        self.actuators: list[Actuator] = [
+            node for name, node in graph.nodes.items()
+            if graph.process_of(name) == process and isinstance(node, Actuator)]
         self.stop_requested = threading.Event()
         self.sources_done = threading.Event()
         self.on_sources_done: Callable[[], None] | None = None  # called once sources_done is set
@@ -99,7 +112,7 @@ class ProcessRuntime:
             context = NodeContext(
                 name=name, clock=self.clock, seed=graph.config.seed,
                 session_dir=self.session_dir, emit_event=self.emit_event,
-                stop_requested=self.stop_requested,
+                stop_requested=self.stop_requested, emergency_stop=self.request_emergency_stop,
             )
             node.open(context)
             self._opened.append(name)
@@ -110,6 +123,41 @@ class ProcessRuntime:
                     if e.src == name and graph.process_of(e.dst) != self.process:
                         spec_out(edge_id, graph.specs[(e.src, e.src_port)])
         self.executor.start()
+
+    # -- safety ------------------------------------------------------------------------
+    def on_failure(self, exc: BaseException) -> None:
+        """A source or node failed: actuators go safe first, then the failure is reported."""
+        self.go_safe(f"failure: {type(exc).__name__}: {exc}")
+        self._report_failure(exc)
+
+    def go_safe(self, reason: str, detected_at: float | None = None) -> None:
+        """Force every actuator of this process into its safe state (never raises)."""
+        detected_at = time.monotonic() if detected_at is None else detected_at
+        for actuator in self.actuators:
+            try:
+                actuator.go_safe(reason, detected_at)
+            except Exception as exc:  # the others must still go safe
+                log.error("actuator '%s' could not go safe: %s", actuator.name, exc)
+                self.emit_event("safe_state_failed", node=actuator.name, error=repr(exc))
+
+    def emergency_stop(self, source: str) -> None:
+        """The operator's emergency stop, for this process's actuators (never raises)."""
+        for actuator in self.actuators:
+            try:
+                actuator.emergency_stop(source)
+            except Exception as exc:
+                log.error("actuator '%s' could not stop: %s", actuator.name, exc)
+                self.emit_event("safe_state_failed", node=actuator.name, error=repr(exc))
+
+    def request_emergency_stop(self, source: str) -> None:
+        """A node asks for an emergency stop: here at once, then everywhere else."""
+        self.emergency_stop(source)
+        if self.on_emergency_stop is not None:
+            self.on_emergency_stop(source)
+
+    def arm(self, by: str) -> dict[str, bool]:
+        """Arm this process's actuators; whether each one armed."""
+        return {a.name: bool(a.arm(by)) for a in self.actuators}
 
     def _refine(self, name: str, port: str, spec: StreamSpec) -> None:
         """Take a node's opened spec for an output; only metadata may differ."""

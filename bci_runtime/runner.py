@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from bci_runtime.actuator import Actuator
 from bci_runtime.clock import Clock, LslClock, SimulatedClock
 from bci_runtime.config import MAIN_PROCESS
 from bci_runtime.errors import BciError, NodeError, RunError, WorkerDiedError
@@ -32,6 +33,7 @@ from bci_runtime.process_runtime import ProcessRuntime
 from bci_runtime.registry import runtime_registrations
 from bci_runtime.spec import StreamSpec
 from bci_runtime.telemetry import LatencyRecorder, NodeTelemetry
+from bci_runtime.watchdog import HEARTBEAT_TIMEOUT_S, Watchdog
 from bci_runtime.worker import failure_info, make_run_dir, node_summaries, worker_main
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class _Worker:
     report: dict = field(default_factory=dict)
     exiting: bool = False
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+    heartbeat: Watchdog | None = None
 
     def send(self, *msg: Any) -> bool:
         """Send a control message; False if the worker is gone."""
@@ -145,7 +148,13 @@ class Runner:
         self._remote_specs: dict[int, StreamSpec] = {}
         self._specs_changed = threading.Condition()
         self.runtime = ProcessRuntime(graph, MAIN_PROCESS, self.clock, self.emit_event,
-                                      self._on_failure, session_dir)
+                                      lambda exc: self._on_failure(exc, local_safe=True),
+                                      session_dir)
+        self.runtime.on_emergency_stop = lambda source: self._send_to_workers("estop", source)
+        # processes that run an actuator: told at once when something elsewhere fails
+        self._actuator_processes = {graph.process_of(n) for n, node in graph.nodes.items()
+                                    if isinstance(node, Actuator)}
+        self._heartbeats_stopped = False
         # a live run also ends when every source, in every process, has ended
         self._source_processes = {graph.process_of(n) for n in graph.sources()}
         self._ended_source_processes: set[str] = set()
@@ -181,9 +190,62 @@ class Runner:
         """Stop the run as failed with ``exc`` (from any thread; the first failure wins)."""
         self._on_failure(exc)
 
-    def _on_failure(self, exc: BaseException) -> None:
+    # -- safety ---------------------------------------------------------------------------
+    def go_safe(self, reason: str, detected_at: float | None = None,
+                skip: str | None = None) -> None:
+        """Force every actuator of the run (all processes but ``skip``) into its safe state."""
+        detected_at = time.monotonic() if detected_at is None else detected_at
+        if MAIN_PROCESS in self._actuator_processes and skip != MAIN_PROCESS:
+            self.runtime.go_safe(reason, detected_at)
+        for worker in list(self._workers.values()):
+            if worker.name in self._actuator_processes and worker.name != skip:
+                worker.send("safe", reason)
+
+    def emergency_stop(self, source: str) -> None:
+        """The operator's emergency stop, for every actuator of the run (any thread)."""
+        self.runtime.emergency_stop(source)
+        self._send_to_workers("estop", source)
+
+    def arm(self, by: str) -> dict[str, bool]:
+        """Arm the actuators of the main process (others are told); whether each armed."""
+        self._send_to_workers("arm", by)
+        return self.runtime.arm(by)
+
+    def _send_to_workers(self, verb: str, value: str, skip: str | None = None) -> None:
+        for worker in list(self._workers.values()):
+            if worker.name in self._actuator_processes and worker.name != skip:
+                worker.send(verb, value)
+
+    def _start_heartbeats(self) -> None:
+        """Watch each worker's heartbeat when the run drives an actuator."""
+        if not self._actuator_processes:
+            return
+        for worker in self._workers.values():
+            worker.heartbeat = Watchdog(
+                HEARTBEAT_TIMEOUT_S, lambda reason, w=worker: self._heartbeat_lost(w, reason),
+                name=f"heartbeat of process '{worker.name}'")
+
+    def _heartbeat_lost(self, worker: _Worker, reason: str) -> None:
+        if self._heartbeats_stopped:
+            return
+        dog = worker.heartbeat
+        deadline = dog.trip_deadline if dog is not None else None
+        self.go_safe(reason, deadline, skip=worker.name)
+        self.emit_event("heartbeat_lost", process=worker.name, pid=worker.pid, reason=reason)
+
+    def _stop_heartbeats(self) -> None:
+        self._heartbeats_stopped = True  # no trip for workers that are told to stop
+        for worker in self._workers.values():
+            if worker.heartbeat is not None:
+                worker.heartbeat.close()
+
+    def _on_failure(self, exc: BaseException, local_safe: bool = False) -> None:
         if not isinstance(exc, BciError):
             exc = RunError(f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            first = self._failure is None
+        if first:  # actuators first: everything else can wait
+            self.go_safe(f"failure: {exc}", skip=MAIN_PROCESS if local_safe else None)
         with self._lock:
             if self._failure is None:
                 self._failure = exc
@@ -260,6 +322,16 @@ class Runner:
             worker.opened.set()
         elif verb == "sources_done":
             self._sources_ended_in(worker.name)
+        elif verb == "hb":
+            dog = worker.heartbeat
+            if dog is not None:
+                if dog.tripped is not None:
+                    dog.reset()
+                    self.emit_event("heartbeat_resumed", process=worker.name)
+                dog.feed()
+        elif verb == "estop":  # a node of that worker (a web page) asked for it
+            self.runtime.emergency_stop(msg[1])
+            self._send_to_workers("estop", msg[1], skip=worker.name)
         elif verb == "event":
             self.emit_event(msg[1], process=worker.name, **msg[2])
         elif verb == "drained":
@@ -370,8 +442,9 @@ class Runner:
                 receiver.start(deliver, executor.end_remote_edge, executor.remote_barrier, self._on_failure)
                 self._wait_all("opened", STARTUP_TIMEOUT_S)
                 self._check_started("opened")
+                self._start_heartbeats()
                 for worker in self._workers.values():
-                    worker.send("run")
+                    worker.send("run", bool(self._actuator_processes))
             started = True
             # what exists now (libraries, nodes, buffers) lives for the whole run: freezing
             # it keeps full garbage collections from scanning it on the data path
@@ -388,6 +461,7 @@ class Runner:
                 raise
         finally:
             gc.unfreeze()
+            self._stop_heartbeats()
             self.runtime.stop_sources()
             if started:  # before the start nothing is in flight, and a worker may be stuck opening
                 self._drain()

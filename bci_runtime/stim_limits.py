@@ -172,10 +172,23 @@ def load_limits(path: Path) -> StimulationLimits:
         raise ConfigError(f"cannot read '{path}': {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"'{path}' is not valid YAML: {exc}") from None
+    return parse_limits(document, str(path))
+
+
+def parse_limits(document: Any, where: str) -> StimulationLimits:
+    """Validate limits given as a mapping (or one with a ``safety:`` section).
+
+    Parameters
+    ----------
+    document : Any
+        What the YAML held.
+    where : str
+        Where it came from, for the error (a file, a node's parameter).
+    """
     if isinstance(document, dict) and "safety" in document:
         document = document["safety"]
     if not isinstance(document, dict):
-        raise ConfigError(f"'{path}' holds no stimulation limits (a mapping, or a 'safety:' "
+        raise ConfigError(f"'{where}' holds no stimulation limits (a mapping, or a 'safety:' "
                           "section)", hint="see `bci safety check --help` for an example")
     try:
         return StimulationLimits.model_validate(document)
@@ -183,7 +196,7 @@ def load_limits(path: Path) -> StimulationLimits:
         first = exc.errors()[0]
         field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"])
         field = field.replace(".[", "[")
-        raise ConfigError(f"{path}: {field or 'limits'}: {first['msg']}",
+        raise ConfigError(f"{where}: {field or 'limits'}: {first['msg']}",
                           hint=_hint(field)) from None
 
 

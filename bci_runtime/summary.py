@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from bci_runtime.runner import RunResult
 from bci_runtime.telemetry import summarize_ms
 
@@ -32,6 +34,8 @@ def build_summary(result: RunResult, pipeline: str, session_dir: str | None) -> 
             "latency_ms": {k: v for k, v in tel.latency.summary_ms().items() if k != "count"},
         }
     training = {name: s["training"] for name, s in result.summaries.items() if s.get("training")}
+    safety = safety_block([s["safety"] for s in result.summaries.values()
+                           if isinstance(s.get("safety"), dict) and s["safety"]])
     return {
         "pipeline": pipeline,
         "status": result.status,
@@ -44,11 +48,31 @@ def build_summary(result: RunResult, pipeline: str, session_dir: str | None) -> 
         "outputs_timed": latency["count"],
         "bad_chunks": result.bad_chunks,
         "training": training,
+        "safety": safety,
         "nodes": nodes,
         "processes": result.processes,
         "wall_s": round(result.wall_s, 3),
         "session_dir": session_dir,
     }
+
+
+def safety_block(actuators: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run's ``safety`` figures, pooled over its actuators (None without one).
+
+    ``safe_state_ms`` is the delay from each cause (a watchdog deadline, a NaN
+    chunk, a failure, a lost heartbeat, an emergency stop) to the output being off.
+    """
+    if not actuators:
+        return None
+    delays = np.array([ms for a in actuators for ms in a.get("safe_state_ms", [])], float)
+    out: dict[str, Any] = {key: int(sum(a.get(key, 0) for a in actuators))
+                           for key in ("stalls", "requests", "clamped", "rejected",
+                                       "emitted_outside_limits")}
+    out["safe_state_ms"] = {
+        "p99": round(float(np.percentile(delays, 99)), 4) if len(delays) else None,
+        "max": round(float(delays.max()), 4) if len(delays) else None}
+    out["safe_states"] = int(len(delays))
+    return out
 
 
 def render_summary(summary: dict[str, Any]) -> None:
@@ -81,6 +105,14 @@ def render_summary(summary: dict[str, Any]) -> None:
         console.print(f"  end-to-end latency ms: p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  "
                       f"p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}  "
                       f"({summary['outputs_timed']:,} outputs)")
+    safety = summary.get("safety")
+    if safety:
+        ms = safety["safe_state_ms"]
+        console.print(f"  safety: {safety['requests']:,} requests, {safety['clamped']:,} clamped, "
+                      f"{safety['rejected']:,} rejected, {safety['emitted_outside_limits']} "
+                      f"outside the limits; {safety['stalls']} stalls, {safety['safe_states']} "
+                      "safe states" + (f" (p99 {ms['p99']:.3f} ms, max {ms['max']:.3f} ms)"
+                                       if ms["max"] is not None else ""))
     if summary["bad_chunks"]:
         console.print(f"  [yellow]bad chunks[/yellow]: {summary['bad_chunks']}")
     table = Table("node", "calls", "proc p50 us", "proc p99 us", "latency p99 ms",

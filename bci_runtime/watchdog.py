@@ -53,6 +53,7 @@ class Watchdog:
         self.name = name
         self.clock = clock
         self.tripped: str | None = None
+        self.trip_deadline: float | None = None  # when the newest trip was due (clock s)
         self.late_s: list[float] = []  # how long after its deadline each trip fired
         self._deadline = clock() + timeout_s
         self._cond = threading.Condition()
@@ -71,6 +72,7 @@ class Watchdog:
             if self.tripped is not None:
                 return
             self.tripped = reason
+            self.trip_deadline = self.clock()
         self.on_trip(reason)
 
     def reset(self) -> None:
@@ -98,6 +100,7 @@ class Watchdog:
                     self._cond.wait(wait)
                     continue
                 late = -wait
+                self.trip_deadline = self._deadline
                 self.tripped = (f"{self.name} stale: nothing for "
                                 f"{(self.timeout_s + late) * 1000:.1f} ms (limit "
                                 f"{self.timeout_s * 1000:.1f} ms)")

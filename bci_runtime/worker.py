@@ -3,9 +3,12 @@
 The main process spawns one worker per process name and talks to it over a
 ``multiprocessing`` pipe (control) while data go over pyzmq. Protocol, main ->
 worker: ``connect`` (addresses), ``spec`` (an incoming edge's stream, while
-opening), ``run``, ``stop``, ``exit``; worker -> main: ``ready`` (bound address),
-``spec`` (an outgoing edge's stream), ``opened``, ``event``, ``failed``, ``drained``
-(telemetry). A worker asks the kernel to kill it if its parent dies
+opening), ``run``, ``stop``, ``exit``, and for actuators ``safe`` (reason), ``estop``
+(source), ``arm`` (by); worker -> main: ``ready`` (bound address), ``spec`` (an
+outgoing edge's stream), ``opened``, ``event``, ``failed``, ``drained``
+(telemetry), ``estop``, and ``hb`` every 20 ms while the run drives an actuator
+(a missing heartbeat for 100 ms makes the actuators safe).
+A worker asks the kernel to kill it if its parent dies
 (``PR_SET_PDEATHSIG``), so no worker outlives the runtime, even after SIGKILL.
 """
 
@@ -90,6 +93,8 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
     sender: ZmqSender | None = None
 
     send_lock = threading.Lock()  # nodes' and sources' threads send events too
+    beating = threading.Event()
+    beating.set()
     received_specs: dict[int, StreamSpec] = {}
 
     def send(*msg: Any) -> None:
@@ -126,6 +131,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
             session_dir=Path(session_dir) if session_dir else None,
         )
         runtime.on_sources_done = lambda: send("sources_done")
+        runtime.on_emergency_stop = lambda source: send("estop", source)
         receiver = ZmqReceiver(graph, process, bind_address(config.transport, Path(run_dir), process),
                                context)
         send("ready", receiver.address, os.getpid())
@@ -150,8 +156,18 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                 receiver.start(deliver, executor.end_remote_edge, executor.remote_barrier, on_failure)
                 send("opened")
             elif verb == "run":
+                if len(msg) > 1 and msg[1]:  # the run drives an actuator: prove we are alive
+                    heartbeat = threading.Thread(target=_heartbeat, args=(send, beating),
+                                                 name="heartbeat", daemon=True)
+                    heartbeat.start()
                 if config.clock == "live":
                     runtime.start_sources()
+            elif verb == "safe":
+                runtime.go_safe(msg[1])
+            elif verb == "estop":
+                runtime.emergency_stop(msg[1])
+            elif verb == "arm":
+                runtime.arm(msg[1])
             elif verb == "stop":
                 # end of input: local sources stop, upstream processes have ended, then
                 # tell downstream processes and report telemetry
@@ -172,6 +188,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
     except BaseException as exc:  # report anything, then leave
         send("failed", failure_info(exc))
     finally:
+        beating.clear()
         if receiver is not None:
             receiver.stop(timeout=2.0)
         if runtime is not None:
@@ -182,6 +199,18 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
         context.term()
         control.close()
         sys.stdout.flush()
+
+
+#: how often a worker proves it is alive while the run drives an actuator (s)
+HEARTBEAT_EVERY_S = 0.02
+
+
+def _heartbeat(send: Any, beating: threading.Event) -> None:
+    """Send ``hb`` to the main process every 20 ms until ``beating`` is cleared."""
+    stopped = threading.Event()
+    while beating.is_set():
+        send("hb")
+        stopped.wait(HEARTBEAT_EVERY_S)  # a period, not a poll: the beat is the point
 
 
 RUN_DIR_PREFIX = "bci-run-"
