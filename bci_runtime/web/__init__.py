@@ -1,0 +1,1 @@
+"""Local web apps served by the runtime."""
