@@ -19,8 +19,9 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel
 
 from bci_runtime.errors import BciError, ConfigError, PipelineError
+from bci_runtime.operator_console import OperatorConsole
 from bci_runtime.realtime import short_lock_slices, single_threaded_math
-from bci_runtime.signals import stop_on_signals
+from bci_runtime.signals import emergency_stop_on_signal, stop_on_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # entry points adding subcommands: ``register(subparsers, add)``, where ``add(subparsers,
@@ -124,6 +125,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="exact session folder instead (must be new or empty)")
     p.add_argument("--seed", type=int, help="override the pipeline seed")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
+    p.add_argument("--arm", action="store_true",
+                   help="once running, show the stimulation limits and ask for 'arm' "
+                   "(stimulators start off; without --arm they stay off)")
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -282,8 +286,15 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
         length = f"{runner.duration:g} s" if runner.duration else "until Ctrl-C"
         print(f"running '{config.name}' on the {clock}, {length}; session folder {session.dir}",
               file=sys.stderr)
-    with stop_on_signals(runner.request_stop):
-        result = runner.run()
+    console = OperatorConsole(runner, arm_at_start=getattr(args, "arm", False))
+    console.confirm_arming()
+    console.start()
+    try:
+        with stop_on_signals(runner.request_stop), \
+                emergency_stop_on_signal(runner.emergency_stop):
+            result = runner.run()
+    finally:
+        console.stop()
     session.set_processes(result.processes)
     summary = build_summary(result, config.name, str(session.dir))
     session.close_recording()

@@ -155,6 +155,8 @@ class Runner:
         self._actuator_processes = {graph.process_of(n) for n, node in graph.nodes.items()
                                     if isinstance(node, Actuator)}
         self._heartbeats_stopped = False
+        self.started = threading.Event()  # every node is open and the sources run
+        self.arm_when_started: str | None = None  # who confirmed arming before the run
         # a live run also ends when every source, in every process, has ended
         self._source_processes = {graph.process_of(n) for n in graph.sources()}
         self._ended_source_processes: set[str] = set()
@@ -205,6 +207,11 @@ class Runner:
         """The operator's emergency stop, for every actuator of the run (any thread)."""
         self.runtime.emergency_stop(source)
         self._send_to_workers("estop", source)
+
+    @property
+    def actuators(self) -> list[Actuator]:
+        """Every actuator of the run, in any process."""
+        return [node for node in self.graph.nodes.values() if isinstance(node, Actuator)]
 
     def arm(self, by: str) -> dict[str, bool]:
         """Arm the actuators of the main process (others are told); whether each armed."""
@@ -450,6 +457,9 @@ class Runner:
             # it keeps full garbage collections from scanning it on the data path
             gc.freeze()
             self.emit_event("run_started", clock=self.graph.config.clock, duration=self.duration)
+            if self.arm_when_started:  # confirmed before the start: on before the first chunk
+                self.emit_event("armed_at_start", result=self.arm(self.arm_when_started))
+            self.started.set()
             status = self._run_sources()
         except _StartupInterrupted:
             status = "stopped"  # Ctrl-C or SIGTERM while workers were starting

@@ -30,3 +30,21 @@ def stop_on_signals(request_stop: Callable[[str], Any]) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextmanager
+def emergency_stop_on_signal(emergency_stop: Callable[[str], Any]) -> Iterator[None]:
+    """Call ``emergency_stop("signal SIGUSR1")`` on SIGUSR1 while the block runs.
+
+    On a fresh thread, like :func:`stop_on_signals`: the main thread may hold the
+    actuator's lock.
+    """
+
+    def on_signal(signum: int, frame: Any) -> None:
+        threading.Thread(target=emergency_stop, args=("signal SIGUSR1",), daemon=True).start()
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
