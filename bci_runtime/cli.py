@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from bci_runtime.errors import BciError, ConfigError, PipelineError
 from bci_runtime.operator_console import OperatorConsole
-from bci_runtime.realtime import short_lock_slices, single_threaded_math
+from bci_runtime.realtime import low_wakeup_latency, short_lock_slices, single_threaded_math
 from bci_runtime.signals import emergency_stop_on_signal, stop_on_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -334,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     single_threaded_math()
     short_lock_slices()
+    low_wakeup_latency()
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

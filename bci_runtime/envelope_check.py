@@ -3,10 +3,11 @@
 The supervisor decides request by request; this module replays what it let
 through (the trains sent to the driver, with the arms and stops between them)
 as real pulse times, the way the driver contract says a device delivers them: a
-train runs ``n_pulses`` at ``frequency_hz`` from its start, until a newer train
-on its contact or a stop cuts it. Then every limit is checked on those times:
-per-pulse values, charge, balance, the ramp after arming, the current drawn by
-all contacts at once, every 1-s window of pulses, the session's dose.
+train runs ``n_pulses`` at ``frequency_hz`` from the contact's next pulse slot,
+until a newer train on its contact or a stop cuts it. Then every limit is
+checked on those times: per-pulse values, charge, balance, the ramp after
+arming, the current drawn by all contacts at once, every 1-s window of pulses,
+the session's dose.
 
 It is the oracle of the property tests and gives the run summary its
 ``emitted_outside_limits``, so a supervisor bug shows up as a number, not as a
@@ -47,8 +48,9 @@ def find_violations(limits: StimulationLimits,
     """
     contacts = {c.name: c for c in limits.contacts}
     problems: list[str] = []
-    trains: list[list[Any]] = []  # [t, pulse, delivered pulses, end]
+    trains: list[list[Any]] = []  # [start, pulse, delivered pulses, next pulse slot]
     running: dict[str, list[Any]] = {}
+    last: dict[str, list[Any]] = {}  # kept across stops: a contact's pulse clock
     armed_at: float | None = None
 
     def cut(train: list[Any], t: float) -> None:
@@ -89,9 +91,11 @@ def find_violations(limits: StimulationLimits,
                             f"{limits.max_total_current_ma:g} mA")
         n = max(0, int(pulse.n_pulses)) if math.isfinite(pulse.n_pulses) else 0
         freq = pulse.frequency_hz if pulse.frequency_hz > 0 else math.inf
-        train = [t, pulse, n, t + n / freq]
+        before = last.get(pulse.contact)
+        start = t if before is None else max(t, before[3])  # the driver contract
+        train = [start, pulse, n, start + n / freq]
         trains.append(train)
-        running[pulse.contact] = train
+        running[pulse.contact] = last[pulse.contact] = train
     problems.extend(_rate_and_dose_problems(limits, trains))
     return problems
 
@@ -131,10 +135,10 @@ def _rate_and_dose_problems(limits: StimulationLimits, trains: list[list[Any]]) 
     kept = [(t, p, n) for t, p, n, _ in trains if n > 0 and p.frequency_hz > 0]
     if not kept:
         return []
+    out = []
     times = np.sort(np.concatenate([t + np.arange(n) / p.frequency_hz for t, p, n in kept]))
     # pulses in the window (p - 1 s, p] ending at each pulse p: the most any window holds
     in_window = np.arange(1, len(times) + 1) - np.searchsorted(times, times - 1.0, side="right")
-    out = []
     worst = int(in_window.max())
     if worst > limits.max_pulses_per_s:
         at = float(times[int(in_window.argmax())])

@@ -20,8 +20,9 @@ A :class:`SafetySupervisor` holds the declared
   with its reason.
 
 A train replaces the one still running on its contact (the driver contract):
-the replaced train is accounted with the pulses it delivered before ``t``;
-a disarm or stop ends every running train. The rate limit holds for every
+the replaced train is accounted with the pulses it delivered before ``t``, and
+the new one starts at the old one's next pulse slot (the contact's pulse clock
+is kept); a disarm or stop ends every running train. The rate limit holds for every
 1-s window of the real pulse times: a train is let through only if its pulses
 plus all of every train still running within the last second stay within
 ``max_pulses_per_s`` (all of the trains that can share a window with it).
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bci_runtime.stim_limits import StimulationLimits, shannon_max_charge_uc
@@ -110,23 +111,26 @@ class Decision:
 
 
 class _Train:
-    """A train let through: when it started, how many pulses, when it ends."""
+    """A train let through: when it starts, how many pulses, when its next pulse would be."""
 
     __slots__ = ("t", "n", "frequency_hz", "amplitude_ma", "end")
 
     def __init__(self, t: float, pulse: PulseRequest) -> None:
         self.t, self.n = t, pulse.n_pulses
         self.frequency_hz, self.amplitude_ma = pulse.frequency_hz, pulse.amplitude_ma
-        self.end = t + pulse.duration_s
+        self.end = t + pulse.duration_s  # one period after its last pulse: the next slot
+
+    def delivered_by(self, t: float) -> int:
+        """Pulses sent before ``t`` (at t0 + k/f, k = 0..n-1)."""
+        return min(self.n, max(0, math.ceil((t - self.t) * self.frequency_hz - 1e-9)))
 
     def cut(self, t: float) -> float:
         """End the train at ``t`` (replaced or stopped); returns the on-time given back (s)."""
         if t >= self.end:
             return 0.0
-        # pulses at t0 + k/f, k = 0..n-1: those before t were delivered
-        delivered = min(self.n, max(0, math.ceil((t - self.t) * self.frequency_hz - 1e-9)))
+        delivered = self.delivered_by(t)
         returned = (self.n - delivered) / self.frequency_hz
-        self.n, self.end = delivered, max(self.t, t)
+        self.n, self.end = delivered, self.t + delivered / self.frequency_hz
         return returned
 
 
@@ -151,6 +155,7 @@ class SafetySupervisor:
         self._lockout_until = -math.inf
         self._trains: deque[_Train] = deque()  # in request order, until 1 s after they end
         self._running: dict[str, _Train] = {}  # the newest train of each contact
+        self._last: dict[str, _Train] = {}  # the same, kept across stops (pulse spacing)
         self._on_time_s = 0.0
         self.counts = {"requests": 0, "emitted": 0, "clamped": 0, "rejected": 0}
 
@@ -185,8 +190,13 @@ class SafetySupervisor:
 
     # -- requests ---------------------------------------------------------------------
 
-    def request(self, req: PulseRequest, t: float) -> Decision:
-        """Decide on ``req`` at time ``t`` (seconds, monotonic)."""
+    def request(self, req: PulseRequest, t: float, log: bool = True) -> Decision:
+        """Decide on ``req`` at time ``t`` (seconds, monotonic).
+
+        With ``log=False`` the caller logs the decision itself with
+        :meth:`log_decision`, right after acting on it (the stimulator node hands the
+        pulse to the driver first, then writes the audit line, under one lock).
+        """
         self.counts["requests"] += 1
         decision = self._decide(req, t)
         self.counts[{"emit": "emitted", "clamp": "clamped", "reject": "rejected"}[
@@ -195,13 +205,20 @@ class SafetySupervisor:
             replaced = self._running.get(req.contact)
             if replaced is not None:
                 self._on_time_s -= replaced.cut(t)
-            train = _Train(t, decision.pulse)
+            train = _Train(self._start_of(req.contact, t), decision.pulse)
             self._trains.append(train)
-            self._running[req.contact] = train
+            self._running[req.contact] = self._last[req.contact] = train
             self._on_time_s += decision.pulse.duration_s
-        self._log(decision.action, t, request=asdict(req), reasons=list(decision.reasons),
-                  emitted=None if decision.pulse is None else asdict(decision.pulse))
+        if log:
+            self.log_decision(req, decision, t)
         return decision
+
+    def log_decision(self, req: PulseRequest, decision: Decision, t: float) -> None:
+        """Write one decision to the audit log."""
+        # vars(), not asdict(): the fields are plain numbers, and asdict's deep copy
+        # costs more than the whole decision
+        self._log(decision.action, t, request=vars(req), reasons=list(decision.reasons),
+                  emitted=None if decision.pulse is None else vars(decision.pulse))
 
     def _decide(self, req: PulseRequest, t: float) -> Decision:
         lim = self.limits
@@ -222,7 +239,6 @@ class SafetySupervisor:
         if abs(q1 - q2) > lim.balance_tolerance * q1:
             return self._violation(t, f"unbalanced biphasic pulse: {q1:.4g} vs {q2:.4g} µC")
         reasons: list[str] = []
-        out = replace(req, phase2_amplitude_ma=None, phase2_width_us=None)  # balanced exactly
         width = min(max(req.width_us, lim.pulse_width_us.min), lim.pulse_width_us.max)
         if width != req.width_us:
             reasons.append(f"pulse width {req.width_us:g} µs outside "
@@ -260,15 +276,26 @@ class SafetySupervisor:
         if n > left:
             return self._violation(t, f"rate: {n} pulses with {max(left, 0):g} left in the "
                                    f"last second (max {lim.max_pulses_per_s:g}/s)")
-        out = replace(out, amplitude_ma=amplitude, width_us=width, frequency_hz=freq,
-                      n_pulses=n)
+        # phase 2 left out: what is emitted is balanced exactly
+        out = PulseRequest(req.contact, amplitude, width, freq, n)
         replaced = self._running.get(req.contact)
-        on_time = self._on_time_s - (replaced.end - min(max(t, replaced.t), replaced.end)
-                                     if replaced is not None else 0.0)
+        on_time = self._on_time_s
+        if replaced is not None and replaced.end > t:  # what the replaced train will not send
+            on_time -= (replaced.n - replaced.delivered_by(t)) / replaced.frequency_hz
         if on_time + out.duration_s > lim.dose.max_minutes * 60.0 + 1e-9:
             return self._violation(t, f"dose: {self._on_time_s / 60:.2f} of "
                                    f"{lim.dose.max_minutes:g} min used")
         return Decision("clamp" if reasons else "emit", out, tuple(reasons))
+
+    def _start_of(self, contact: str, t: float) -> float:
+        """When a train asked for at ``t`` starts: at the contact's next pulse slot.
+
+        A train replacing (or following the stop of) one whose next pulse was due
+        after ``t`` keeps that pulse clock, so pulses on a contact never come closer
+        than the previous train's period, however fast the updates come.
+        """
+        last = self._last.get(contact)
+        return t if last is None else max(t, last.end)
 
     def _pulses_near(self, t: float, contact: str) -> int:
         """Pulses of the trains that can share a 1-s window with a train starting at ``t``.
@@ -282,8 +309,7 @@ class SafetySupervisor:
         total = sum(train.n for train in trains if train.end > t - 1.0)
         replaced = self._running.get(contact)
         if replaced is not None and replaced.end > t:
-            delivered = max(0, math.ceil((t - replaced.t) * replaced.frequency_hz - 1e-9))
-            total -= replaced.n - min(replaced.n, delivered)
+            total -= replaced.n - replaced.delivered_by(t)
         return total
 
     def _violation(self, t: float, reason: str) -> Decision:

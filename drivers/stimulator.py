@@ -307,12 +307,14 @@ class Stimulator(Actuator):
     def _request(self, req: PulseRequest, now: float) -> list[float] | None:
         """The only way to the driver: the supervisor's decision, under the output lock."""
         with self._lock:
-            decision = self._supervisor.request(req, now)
+            decision = self._supervisor.request(req, now, log=False)
             pulse = decision.pulse
+            if pulse is not None:  # the output first, its audit line right after it
+                self._driver.deliver(pulse, now)  # type: ignore[union-attr]
+            self._supervisor.log_decision(req, decision, now)
             if pulse is None:
                 self._pending.append(f"reject: {'; '.join(decision.reasons)}")
                 return None
-            self._driver.deliver(pulse, now)  # type: ignore[union-attr]
             self._delivered.append(("train", now, pulse))
         limits_hit = [r for r in decision.reasons if not r.startswith("ramp")]
         if limits_hit:  # the ramp after arming is expected, not news

@@ -9,9 +9,12 @@ decoder to the device skips the check.
 Semantics every driver keeps:
 
 * :meth:`~StimulatorDriver.deliver` starts a train of ``n_pulses`` biphasic
-  pulses on one contact now; a train still running on that contact is
-  **replaced** (continuous modulation sends overlapping trains; the supervisor
-  accounts only the pulses the replaced train really delivered);
+  pulses on one contact at the contact's **next pulse slot**: now, or, when the
+  contact's previous train (running, stopped or finished) would have had its
+  next pulse later, then (its pulse clock is kept, so pulses on a contact never
+  come closer than that train's period); a train still running on that contact
+  is **replaced** (continuous modulation sends overlapping trains; the
+  supervisor accounts only the pulses the replaced train really delivered);
 * :meth:`~StimulatorDriver.safe_state` stops every output at once; it is
   idempotent, quick, callable from any thread (a watchdog's), and must not raise
   for a device that is already gone;

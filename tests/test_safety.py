@@ -104,6 +104,20 @@ def test_a_train_replaces_the_one_running_on_its_contact() -> None:
     assert s.request(pulse(1.9, contact="E2", n_pulses=5), 5.0).action == "emit"
 
 
+def test_updates_faster_than_the_pulse_rate_keep_the_contact_pulse_clock() -> None:
+    # a 250 Hz control stream re-sends a 130 Hz train every 4 ms: each new train starts
+    # at the next pulse slot, so the pulses stay 1/130 s apart and none is refused
+    s = SafetySupervisor(limits(lockout_s=0.0, ramp_s=0.1))
+    s.arm(0.0, by="test")
+    delivered = [("arm", 0.0)]
+    for k in range(1250):  # 5 s
+        t = 1.0 + k / 250
+        d = s.request(pulse(n_pulses=7, frequency_hz=130.0), t)
+        assert d.action == "emit", d.reasons
+        delivered.append(("train", t, d.pulse))
+    assert find_violations(limits(), delivered) == []
+
+
 def test_emergency_stop_and_disarm_need_a_new_arm() -> None:
     s = SafetySupervisor(limits())
     s.arm(0.0, by="test")

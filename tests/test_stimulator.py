@@ -271,3 +271,40 @@ def test_a_stopped_worker_misses_its_heartbeat_and_the_stimulator_goes_safe(
     assert safe and safe[0]["t_mono"] >= stopped[0]
     assert "heartbeat of process 'decoder'" in safe[0]["reason"]
     assert delivered_after(runner.graph.nodes["stim"], safe[0]["t"]) == 0
+
+
+def test_control_faster_than_the_pulse_rate_is_not_refused(tmp_path: Path) -> None:
+    # 250 Hz biomarker, 130 Hz stimulation: every update replaces the running train and
+    # keeps its pulse clock, so the rate stays 130/s and nothing is refused for 5 s
+    fast = StreamSpec("bio", "Biomarker", ("beta", "tremor"), 250.0)
+    node = Stimulator("stim", {**continuous(), "audit_log": str(tmp_path / "audit.jsonl")})
+    node.bind({"control": fast})
+    clock = SimulatedClock()
+    node.open(NodeContext(name="stim", clock=clock))
+    assert node.arm("test")
+    for k in range(1250):
+        clock.advance_to(k / 250)
+        node.process("control", Chunk(np.array([[2.0, 0.0]]), np.array([k / 250]), fast))
+    node.close()
+    s = node.safety_summary()
+    assert s["rejected"] == 0 and s["requests"] > 1000 and s["emitted_outside_limits"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_the_serial_driver_behind_the_node(tmp_path: Path) -> None:
+    from bci_runtime.drivers.serial_emulator import EmulatedStimulator
+
+    with EmulatedStimulator(n_contacts=2) as device:
+        params = {**triggered(), "driver": {"type": "serial", "port": device.port}}
+        node, clock = opened(params, tmp_path)
+        assert node.arm("test")
+        for k, tremor in enumerate([0.0] * 30 + [1.0] * 5 + [0.0] * 30):
+            feed(node, clock, k / 25, 0.0, tremor)
+        assert device.wait_until(lambda: len(device.trains) == 1, 5.0)
+        train = device.trains[0]
+        # E2 is the second contact; 1.2 s after arming the 1 s ramp is over: all of 2 mA
+        assert (train.contact, train.amp_ua, train.width_us, train.freq_mhz,
+                train.n_pulses) == (1, 2000, 90, 130000, 20)
+        node.emergency_stop("key")
+        assert device.wait_until(lambda: not device.output_on, 5.0)
+        node.close()
