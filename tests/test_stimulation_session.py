@@ -203,3 +203,98 @@ def test_the_lsl_marker_driver_tells_an_external_stimulator(tmp_path: Path) -> N
                            "width_us": 90.0, "phase2_amplitude_ma": 1.0,
                            "phase2_width_us": 90.0, "frequency_hz": 130.0, "n_pulses": 10}
     assert commands[1] == {"cmd": "stop", "reason": "key"}
+
+
+def stim_config(**feedback: Any) -> str:
+    config = yaml.safe_load(STIM_PIPELINE.read_text())
+    for name in ("burst", "adaptive"):
+        config["nodes"][name]["params"]["limits"] = LIMITS
+        config["nodes"][name]["params"]["driver"] = {"type": "simulated", "lsl": False}
+    config["nodes"]["feedback"]["params"].update({"lsl": False, "console": False, **feedback})
+    config["duration"] = 20
+    return yaml.safe_dump(config)
+
+
+@pytest.mark.slow
+def test_the_feedback_page_button_stops_every_stimulator(tmp_path: Path) -> None:
+    from websockets.sync.client import connect
+
+    graph = load_graph_text(stim_config(display=True))
+    runner = Runner(graph, session_dir=tmp_path)
+    runner.arm_when_started = "test"
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert runner.started.wait(60)
+        stims = [graph.nodes["burst"], graph.nodes["adaptive"]]
+        assert [s.state for s in stims] == ["armed", "armed"]
+        url = graph.nodes["feedback"].display.url.replace("http://", "ws://") + "ws"
+        with connect(url) as page:
+            assert json.loads(page.recv(timeout=10))["type"] == "hello"
+            page.send(json.dumps({"type": "emergency_stop"}))
+            while json.loads(page.recv(timeout=10))["type"] != "emergency_stopped":
+                pass
+        assert [s.state for s in stims] == ["stopped", "stopped"]
+        assert not stims[1]._driver.output_on
+    finally:
+        runner.request_stop("test done")
+        thread.join(60)
+    stops = [r for r in read_audit_log(tmp_path / "audit.jsonl")
+             if r["event"] == "emergency_stop"]
+    assert sorted(r["source"] for r in stops) == ["web page", "web page"]
+
+
+def run_in_terminal(session: Path, keys: list[bytes], signal_after: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """``bci run ... --arm`` on a pseudo-terminal; type ``arm``, then ``keys``; the audit log."""
+    import os
+    import signal as signals
+
+    master, slave = os.openpty()
+    argv = [sys.executable, "-c", "from bci_runtime.cli import main; raise SystemExit(main())",
+            "run", str(STIM_PIPELINE), "--duration", "8", "--arm", "--session-dir",
+            str(session)]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.DEVNULL, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            import select
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"{text!r} not seen in: {seen.decode(errors='replace')}")
+            seen += os.read(master, 4096)
+
+    try:
+        read_until(b'type "arm"')
+        os.write(master, b"arm\n")
+        read_until(b"keys:")  # the run has started and listens to single keys
+        if signal_after is not None:
+            proc.send_signal(signals.SIGUSR1)
+        for key in keys:
+            os.write(master, key)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return read_audit_log(session / "audit.jsonl")
+
+
+@pytest.mark.slow
+def test_the_e_key_on_the_terminal_is_an_emergency_stop(tmp_path: Path) -> None:
+    records = run_in_terminal(tmp_path / "key", [b"e"])
+    arms = [r for r in records if r["event"] == "arm"]
+    stops = [r for r in records if r["event"] == "emergency_stop"]
+    assert len(arms) == 2 and sorted(r["source"] for r in stops) == ["key", "key"]
+    assert stops[0]["t_mono"] > arms[-1]["t_mono"]
+
+
+@pytest.mark.slow
+def test_sigusr1_is_an_emergency_stop(tmp_path: Path) -> None:
+    records = run_in_terminal(tmp_path / "usr1", [], signal_after=0)
+    stops = [r for r in records if r["event"] == "emergency_stop"]
+    assert sorted(r["source"] for r in stops) == ["signal SIGUSR1"] * 2
