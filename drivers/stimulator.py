@@ -107,20 +107,25 @@ class StimulatorParams(NodeParams):
 
 
 def make_driver(config: dict[str, Any]) -> StimulatorDriver:
-    """A driver from its configuration (``{type: ..., options}``)."""
+    """A driver from its configuration (``{type: ..., options}``); nothing is opened."""
     options = dict(config)
     kind = options.pop("type", None)
-    if kind == "simulated":
-        from bci_runtime.drivers.simulated_stimulator import SimulatedStimulator
-        return SimulatedStimulator(**options)
-    if kind == "lsl_markers":
-        from bci_runtime.drivers.lsl_marker_stimulator import LslMarkerStimulator
-        return LslMarkerStimulator(**options)
     if kind == "serial":
         from bci_runtime.drivers.serial_stimulator import SerialStimulator
-        return SerialStimulator(options)
-    raise ConfigError(f"driver.type: unknown stimulator driver {kind!r}",
-                      hint="use simulated, serial or lsl_markers")
+        return SerialStimulator(options)  # validates its options, naming the field
+    if kind == "simulated":
+        from bci_runtime.drivers.simulated_stimulator import SimulatedStimulator as driver
+    elif kind == "lsl_markers":
+        from bci_runtime.drivers.lsl_marker_stimulator import LslMarkerStimulator as driver
+    else:
+        raise ConfigError(f"driver.type: unknown stimulator driver {kind!r}",
+                          hint="use simulated, serial or lsl_markers")
+    try:
+        return driver(**options)
+    except TypeError:
+        raise ConfigError(f"driver: {kind} takes no option(s) {sorted(options)}",
+                          hint="simulated takes `lsl: true|false`; lsl_markers takes none") \
+            from None
 
 
 class Stimulator(Actuator):
@@ -136,6 +141,7 @@ class Stimulator(Actuator):
         p = self.params
         self.limits = self._load_limits()
         check_limits(self.limits)
+        make_driver(p.driver)  # its options are checked with the rest of the pipeline
         settings = p.trigger if p.mode == "triggered" else p.modulation
         names = [c.name for c in self.limits.contacts]
         if settings.contact not in names:

@@ -166,6 +166,9 @@ def test_the_watchdog_on_the_live_clock_trips_on_its_own(tmp_path: Path) -> None
     ({"modulation": {"contact": "E7", "width_us": 90, "frequency_hz": 130, "max_ma": 1}},
      "E7"),
     ({"limits": "no/such/limits.yaml"}, "not found"),
+    ({"driver": {"type": "laser"}}, "unknown stimulator driver"),
+    ({"driver": {"type": "simulated", "volume": 11}}, "volume"),
+    ({"driver": {"type": "serial", "port": "/dev/ttyX", "baud": 9600}}, "baud"),
 ])
 def test_bad_configuration_is_refused_before_anything_starts(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
