@@ -1,7 +1,8 @@
 """Run every benchmark once, in sequence (``make bench``).
 
 The memory soak and the simulator's LSL stream run for one minute here; run
-``bench/memory_soak.py`` and ``bench/simulator_lsl.py`` alone for the full ten minutes.
+``bench/memory_soak.py`` and ``bench/simulator_lsl.py`` alone for the full ten minutes,
+and ``bench/safety_hil.py`` alone for its 1000 stalls (200 here).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ RUNS = [
     ["memory_soak.py", "--minutes", "1"],
     ["simulator_lsl.py", "--duration", "60"],
     ["drift_degradation.py"],
+    ["safety_speed.py"],
+    ["actuation_path.py"],
+    ["safety_hil.py", "--stalls", "200"],
 ]
 
 
