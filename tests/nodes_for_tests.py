@@ -110,6 +110,8 @@ class RecorderParams(NodeParams):
     fail_on_call: int | None = Field(None, ge=1, description="raise on this call (1-based)")
     emit_events: bool = Field(False, description="log a 'test_call' event on every call")
     time_shift: float = Field(0.0, description="added to the timestamps of what is forwarded")
+    nan_calls: list[int] = Field(default_factory=list,
+                                 description="calls (1-based) whose output is all NaN")
 
 
 class Recorder(Node):
@@ -147,6 +149,8 @@ class Recorder(Node):
             return None
         if self.params.time_shift:
             chunk = Chunk(chunk.data, chunk.timestamps + self.params.time_shift, chunk.spec)
+        if len(self.calls) in self.params.nan_calls:  # a decoder gone wrong mid-graph
+            chunk = Chunk(np.full_like(chunk.data, np.nan), chunk.timestamps, chunk.spec)
         return {"out": chunk}
 
     def close(self) -> None:

@@ -250,6 +250,33 @@ def test_a_decoder_failure_makes_the_stimulator_safe(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_nan_burst_from_the_decoder_makes_the_stimulator_safe(tmp_path: Path) -> None:
+    rearmed: list[bool] = []
+
+    def rearm_after_the_burst(runner: Runner) -> None:
+        stim = runner.graph.nodes["stim"]
+        deadline = time.monotonic() + 30
+        while stim.non_finite == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the burst lasts 10 chunks at 100 Hz: finite data again after it
+        rearmed.append(stim.arm("operator"))
+
+    # calls 150-159 of the decoder stand-in (in its own process) put out NaN
+    runner, result = run_and_arm(graph_text(tmp_path, {"nan_calls": list(range(150, 160))}),
+                                 rearm_after_the_burst)
+    stim = runner.graph.nodes["stim"]
+    assert result.status == "completed"
+    records = read_audit_log(tmp_path / "audit.jsonl")
+    safe = [r for r in records if r["event"] == "safe_state"]
+    assert "non-finite" in safe[0]["reason"] and stim.non_finite >= 1
+    arms = [r for r in records if r["event"] == "arm"]
+    assert len(arms) == 2 and rearmed == [True]  # armed again by hand once the data were finite
+    off = [t for t, _ in stim._driver.trains if safe[0]["t"] < t < arms[1]["t"]]
+    assert off == []  # nothing between the safe state and the new arm
+    assert stim.safety_summary()["emitted_outside_limits"] == 0
+
+
+@pytest.mark.slow
 def test_a_stopped_worker_misses_its_heartbeat_and_the_stimulator_goes_safe(
         tmp_path: Path) -> None:
     stopped: list[float] = []
