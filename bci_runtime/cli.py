@@ -271,6 +271,8 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
     from bci_runtime.summary import build_summary, render_summary
 
     graph = build_graph(config, lines, source)
+    if config.clock == "live":
+        low_wakeup_latency()  # a live loop idles between chunks: wake up fast
     session = Session(graph.resolved_config(), source, args.session_dir,
                       root=args.sessions_root, subject=args.subject)
     session.manifest.update(manifest or {})
@@ -334,7 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     single_threaded_math()
     short_lock_slices()
-    low_wakeup_latency()
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
