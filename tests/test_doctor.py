@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bci_runtime.drivers import doctor_cli
 from bci_runtime.cli import COMMAND_GROUP, EXIT_FAILURE, EXIT_OK
+from bci_runtime.drivers import doctor_cli
 from bci_runtime.drivers.doctor import (
     DISK_FAIL_BYTES,
     DISK_WARN_BYTES,

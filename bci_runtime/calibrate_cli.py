@@ -1,0 +1,65 @@
+"""``bci calibrate``: the clinician's calibration wizard, a local web page.
+
+Registered with ``bci`` through the ``bci_runtime.commands`` entry points::
+
+    [project.entry-points."bci_runtime.commands"]
+    calibrate = "bci_runtime.calibrate_cli:register"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bci_runtime.cli import EXIT_OK, positive
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``calibrate`` to ``bci``'s subcommands."""
+    p = add(sub, "calibrate", "Open the calibration wizard: a local web page that takes a "
+            "patient from electrodes-on to a working closed loop.",
+            "  bci calibrate                         # opens the wizard in the browser\n"
+            "  bci calibrate --simulate stationary   # the simulator as the patient\n"
+            "  bci calibrate --port 8770 --no-browser\n"
+            "\n"
+            "The wizard serves http://127.0.0.1:PORT/ only (never the network). Every choice\n"
+            "goes to the session's audit.jsonl; one wizard at a time per session.\n"
+            "Ctrl-C stops it; a reloaded page resumes at the current step.\n")
+    p.add_argument("--simulate", metavar="PRESET", default="stationary",
+                   help="the simulator's drift preset when the simulator is the source "
+                   "(stationary, electrode-shift, impedance-drift, channel-dropout, ...)")
+    p.add_argument("--sessions-root", type=Path, default=Path("sessions"), metavar="DIR",
+                   help="where sessions are kept (default ./sessions)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
+    p.add_argument("--no-browser", action="store_true", help="print the address, open nothing")
+    p.add_argument("--min-good", type=positive(float), default=0.75, metavar="N",
+                   help="fewest good channels to go on: a fraction (<= 1) or a count "
+                   "(default 0.75)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the wizard until Ctrl-C."""
+    import uvicorn
+
+    from bci_runtime.web.wizard.app import create_app
+    from bci_runtime.web.wizard.server import bind_socket
+    from bci_runtime.web.wizard.wizard import Wizard
+
+    wizard = Wizard(args.sessions_root, preset=args.simulate, min_good=args.min_good)
+    sock = bind_socket(args.port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server = uvicorn.Server(uvicorn.Config(create_app(wizard), log_level="warning",
+                                           ws="websockets-sansio"))
+    print(f"calibration wizard: {url}   (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        wizard.close()
+    return EXIT_OK

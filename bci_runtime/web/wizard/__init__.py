@@ -1,0 +1,1 @@
+"""The clinician's calibration wizard (``bci calibrate``): a local web app, step by step."""
