@@ -61,6 +61,13 @@ def create_app(wizard: Wizard) -> FastAPI:
         status = 409 if "is at step" in exc.message else 400
         return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
 
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # a bug must still answer in the page's language, and never lose the session
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}",
+                             "hint": "the session folder keeps what was recorded; reload "
+                                     "the page"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []

@@ -14,7 +14,6 @@ engine keeps importing none of them.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -97,18 +96,21 @@ class Wizard:
         """Per-channel quality of the newest seconds, the clinician's marks, and the verdict."""
         with self._lock:
             self._expect("signal")
-            acquisition = self.acquisition
-        rows = [dataclasses.asdict(q) for q in acquisition.monitor.assess()]
+            acquisition, marked = self.acquisition, sorted(self.bad_channels)
+        assessed = acquisition.monitor.assess(marked_bad=marked)
+        if assessed is None:  # the first second of signal is not there yet
+            return {"channels": [], "enough": False, "message": "waiting for the signal…"}
+        rows = [q.as_dict() for q in assessed]
         for row in rows:
-            row["marked_bad"] = row["name"] in self.bad_channels
-            row["usable"] = row["status"] == "good" and not row["marked_bad"]
+            row["marked_bad"] = row["name"] in marked
+            row["usable"] = row["status"] == "good"
         ok, message = self._enough([r["usable"] for r in rows])
         return {"channels": rows, "enough": ok, "message": message}
 
     def _enough(self, usable: list[bool]) -> tuple[bool, str]:
         n, good = len(usable), sum(usable)
         need = self.min_good * n if self.min_good <= 1 else self.min_good
-        need_n = int(-(-need // 1))  # ceil
+        need_n = min(n, int(-(-need // 1)))  # ceil
         if good >= need_n:
             return True, f"{good} of {n} channels are good (at least {need_n} needed)"
         return False, (f"only {good} of {n} channels are good; at least {need_n} are needed. "
