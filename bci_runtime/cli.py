@@ -266,8 +266,10 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
         The exit code.
     """
     from bci_runtime.graph import build_graph
+    from bci_runtime.run_status import RunStatus, chain_events
     from bci_runtime.runner import Runner
     from bci_runtime.session import Session, json_safe
+    from bci_runtime.status_panel import StatusPanel, should_show
     from bci_runtime.summary import build_summary, render_summary
 
     graph = build_graph(config, lines, source)
@@ -276,7 +278,12 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
     session = Session(graph.resolved_config(), source, args.session_dir,
                       root=args.sessions_root, subject=args.subject)
     session.manifest.update(manifest or {})
-    runner = Runner(graph, emit_event=session.log_event, session_dir=session.dir)
+    # the live status panel, for an operator at a terminal (not with --json)
+    status = RunStatus() if should_show(args.json) else None
+    runner = Runner(graph, emit_event=chain_events(session.log_event,
+                                                   status.on_event if status else None),
+                    session_dir=session.dir)
+    panel = StatusPanel(status.attach(runner)) if status is not None else None
     try:
         runner.tap = session.start_recording(graph, on_error=runner.fail).tap
     except BciError as exc:
@@ -288,14 +295,19 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
         length = f"{runner.duration:g} s" if runner.duration else "until Ctrl-C"
         print(f"running '{config.name}' on the {clock}, {length}; session folder {session.dir}",
               file=sys.stderr)
-    console = OperatorConsole(runner, arm_at_start=getattr(args, "arm", False))
-    console.confirm_arming()
+    console = OperatorConsole(runner, arm_at_start=getattr(args, "arm", False),
+                              out=panel.out if panel is not None else None)
+    console.confirm_arming()  # a plain prompt, before the panel takes the screen
     console.start()
     try:
         with stop_on_signals(runner.request_stop), \
                 emergency_stop_on_signal(runner.emergency_stop):
+            if panel is not None:
+                panel.start()
             result = runner.run()
     finally:
+        if panel is not None:
+            panel.stop()  # its last frame stays; the summary prints below it
         console.stop()
     session.set_processes(result.processes)
     summary = build_summary(result, config.name, str(session.dir))
