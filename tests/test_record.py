@@ -564,9 +564,11 @@ def test_a_stream_that_disappears_is_recovered_and_the_gap_reported(tmp_path: Pa
     idx = np.asarray(s["time_series"])[:, 0].astype(np.int64)
     assert np.all(np.diff(idx) > 0)
     assert idx[-1] == second.pushed - 1  # what came after the recovery was recorded
-    assert len(summary.gaps) == 1
-    gap = summary.gaps[0]
-    assert gap.before is not None and gap.seconds > 1.0
+    # the outage, closed by the stream's return; on a loaded machine the recorder may also
+    # report the silence between the producer's last push and its own stop (before=None)
+    closed = [g for g in summary.gaps if g.before is not None]
+    assert len(closed) == 1 and closed[0].seconds > 1.0
+    assert all(g.after >= closed[0].before for g in summary.gaps if g.before is None)
 
 
 def test_xdf_writer_takes_a_full_header_xml(tmp_path: Path) -> None:

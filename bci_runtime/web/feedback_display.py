@@ -325,6 +325,8 @@ class FeedbackDisplay:
             if delay > 0 and self._closing.wait(delay):  # a deadline, not a poll
                 return
             self._wake.clear()  # before reading _latest: a later show() sets it again
+            if self._closing.is_set():  # close() set both between the wake-up and the clear
+                return
             latest = self._latest
             if latest is None or latest[0] == last_seq:
                 continue
