@@ -268,15 +268,27 @@ def run_in_terminal(session: Path, keys: list[bytes], signal_after: int | None =
                 raise AssertionError(f"{text!r} not seen in: {seen.decode(errors='replace')}")
             seen += os.read(master, 4096)
 
+    def drain() -> None:  # a terminal reads what the status panel draws, or it blocks
+        import select
+        while proc.poll() is None:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    os.read(master, 65536)
+                except OSError:
+                    return
+
     try:
         read_until(b'type "arm"')
         os.write(master, b"arm\n")
         read_until(b"keys:")  # the run has started and listens to single keys
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
         if signal_after is not None:
             proc.send_signal(signals.SIGUSR1)
         for key in keys:
             os.write(master, key)
         proc.wait(60)
+        reader.join(5)
     finally:
         if proc.poll() is None:
             proc.kill()
