@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bci_runtime.errors import ConfigError
+from bci_runtime.progress import progress_bars
 
 EXAMPLES = (
     "  bci evaluate --paradigm mi --train S001R04.edf S001R08.edf --test S001R12.edf \\\n"
@@ -127,12 +128,10 @@ def run(args: argparse.Namespace) -> int:
     classes = sorted(set(train.y.tolist()))
     context = catalog.DecoderContext(sfreq=train.sfreq, classes=classes, freqs=freqs,
                                      seed=args.seed, n_channels=train.X.shape[1])
-    # a progress line only for a person at a terminal: logs and pipes get the table alone
-    progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
-    result = evaluate(lambda: entry.make(context), train, test, adapt,
-                      drift_onset_s=onset_s, half_life=args.half_life, progress=progress)
-    if progress is not None:
-        print(file=sys.stderr)
+    # progress bars only for a person at a terminal: logs and pipes get the table alone
+    with progress_bars(enabled=not args.json) as progress:
+        result = evaluate(lambda: entry.make(context), train, test, adapt,
+                          drift_onset_s=onset_s, half_life=args.half_life, progress=progress)
     out = {"ok": True, "paradigm": args.paradigm, "decoder": entry.name, "source": source,
            "events": events, **result.as_dict()}
     if args.report is not None:
@@ -216,13 +215,6 @@ def _continuous(path: Path) -> Any:
 
 def _rate(signal: Any) -> float:
     return float((signal.n_samples - 1) / max(signal.duration_s, 1e-9))
-
-
-def _progress_printer() -> Callable[[str, int, int], None]:
-    def show(arm: str, done: int, total: int) -> None:
-        if done == total or done % 10 == 0:
-            print(f"\r  {arm:28s} {done}/{total} trials", end="", file=sys.stderr)
-    return show
 
 
 def _list(args: argparse.Namespace, catalog: Any, strategies: Sequence[str]) -> int:
