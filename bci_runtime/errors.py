@@ -8,8 +8,9 @@ what was wrong, where, and how to fix it::
     │   ├── PipelineError           a pipeline file is invalid (file, line, node, field)
     │   ├── UnknownNodeTypeError    a ``type:`` that no registered node has
     │   ├── SpecMismatchError       a stream does not fit the node it feeds
-    │   └── RecordingError          a recording file cannot be read (missing, a Git-LFS
-    │                               pointer, not the format its name says, broken beyond repair)
+    │   ├── RecordingError          a recording file cannot be read (missing, a Git-LFS
+    │   │                           pointer, not the format its name says, broken beyond repair)
+    │   └── StepOrderError          the calibration wizard was asked for a step it is not at
     ├── RunError                    failure while running (exit code 1)
     │   ├── NodeError               a node raised while processing a chunk
     │   ├── BadChunkError           a source delivered a malformed chunk under the ``stop`` policy
@@ -137,6 +138,10 @@ class RecordingError(ConfigError):
     Missing, empty, a Git-LFS or git-annex pointer instead of the data, not the
     format its extension says, or damaged beyond what can be recovered.
     """
+
+
+class StepOrderError(ConfigError):
+    """The calibration wizard was asked for something its current step does not do."""
 
 
 class RunError(BciError):

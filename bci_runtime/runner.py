@@ -199,9 +199,7 @@ class Runner:
         detected_at = time.monotonic() if detected_at is None else detected_at
         if MAIN_PROCESS in self._actuator_processes and skip != MAIN_PROCESS:
             self.runtime.go_safe(reason, detected_at)
-        for worker in list(self._workers.values()):
-            if worker.name in self._actuator_processes and worker.name != skip:
-                worker.send("safe", reason)
+        self._send_to_workers("safe", reason, skip=skip)
 
     def emergency_stop(self, source: str) -> None:
         """The operator's emergency stop, for every actuator of the run (any thread)."""

@@ -93,8 +93,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
     sender: ZmqSender | None = None
 
     send_lock = threading.Lock()  # nodes' and sources' threads send events too
-    beating = threading.Event()
-    beating.set()
+    stopping = threading.Event()  # ends the heartbeat
     received_specs: dict[int, StreamSpec] = {}
 
     def send(*msg: Any) -> None:
@@ -157,7 +156,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
                 send("opened")
             elif verb == "run":
                 if len(msg) > 1 and msg[1]:  # the run drives an actuator: prove we are alive
-                    heartbeat = threading.Thread(target=_heartbeat, args=(send, beating),
+                    heartbeat = threading.Thread(target=_heartbeat, args=(send, stopping),
                                                  name="heartbeat", daemon=True)
                     heartbeat.start()
                 if config.clock == "live":
@@ -188,7 +187,7 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
     except BaseException as exc:  # report anything, then leave
         send("failed", failure_info(exc))
     finally:
-        beating.clear()
+        stopping.set()
         if receiver is not None:
             receiver.stop(timeout=2.0)
         if runtime is not None:
@@ -205,12 +204,10 @@ def worker_main(config_json: str, file: str, process: str, run_dir: str,
 HEARTBEAT_EVERY_S = 0.02
 
 
-def _heartbeat(send: Any, beating: threading.Event) -> None:
-    """Send ``hb`` to the main process every 20 ms until ``beating`` is cleared."""
-    stopped = threading.Event()
-    while beating.is_set():
+def _heartbeat(send: Any, stopping: threading.Event) -> None:
+    """Send ``hb`` to the main process every 20 ms until ``stopping`` is set."""
+    while not stopping.wait(HEARTBEAT_EVERY_S):  # a period, not a poll: the beat is the point
         send("hb")
-        stopped.wait(HEARTBEAT_EVERY_S)  # a period, not a poll: the beat is the point
 
 
 RUN_DIR_PREFIX = "bci-run-"

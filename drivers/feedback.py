@@ -99,6 +99,7 @@ class Feedback(Node):
         import zmq
 
         self._zmq_context = zmq.Context.instance()
+        self._noblock, self._zmq_again = zmq.NOBLOCK, zmq.Again  # no import on the hot path
         self._publisher = self._zmq_context.socket(zmq.PUB)
         self._publisher.setsockopt(zmq.SNDHWM, 1000)  # a slow subscriber loses, never blocks us
         self._publisher.setsockopt(zmq.LINGER, 0)
@@ -115,14 +116,12 @@ class Feedback(Node):
         """Hand each decision to the zmq subscribers and the newest to the web page."""
         cue = self._current_cue()
         if self._publisher is not None:
-            import zmq
-
             for row, t, k in zip(scores.tolist(), times, predicted.tolist()):
                 message = json.dumps({"t": t, "scores": row, "decided": self._classes[k],
                                       "cue": cue}).encode()
                 try:
-                    self._publisher.send_multipart([b"decision", message], flags=zmq.NOBLOCK)
-                except zmq.Again:  # nobody keeps up: drop, never wait
+                    self._publisher.send_multipart([b"decision", message], flags=self._noblock)
+                except self._zmq_again:  # nobody keeps up: drop, never wait
                     pass
         if self.display is not None:
             self._shown = {"t": times[-1], "cue": cue, "scores": scores[-1],

@@ -18,6 +18,7 @@ import yaml
 
 from bci_runtime.errors import BciError, RunError
 from bci_runtime.graph import load_graph_text
+from bci_runtime.ringbuffer import RingBuffer
 from bci_runtime.runner import Runner
 from bci_runtime.spec import StreamSpec
 
@@ -46,9 +47,7 @@ class Acquisition:
         self.spec: StreamSpec = self.graph.specs[("source", "signal")]
         self.srate = float(self.spec.srate)
         self.channel_names = list(self.spec.channel_names)
-        n = max(1, int(round(seconds * self.srate)))
-        self._buffer = np.zeros((n, self.spec.n_channels), dtype=np.float64)
-        self._written = 0  # samples ever written; the newest is at (_written - 1) % n
+        self._buffer = RingBuffer(max(1, int(round(seconds * self.srate))), self.spec.n_channels)
         self._lock = threading.Lock()  # buffer copy-out vs write; both are short
         self.monitor = monitor_factory(self.srate, self.channel_names) \
             if monitor_factory is not None else None
@@ -82,30 +81,18 @@ class Acquisition:
         chunk = outputs.get("signal") if node == "source" else None
         if chunk is None:
             return
-        data = chunk.data
-        n = len(self._buffer)
         with self._lock:
-            if len(data) >= n:
-                self._buffer[:] = data[-n:]
-                self._written += len(data)
-            else:
-                start = self._written % n
-                first = min(len(data), n - start)
-                self._buffer[start:start + first] = data[:first]
-                self._buffer[:len(data) - first] = data[first:]
-                self._written += len(data)
+            self._buffer.write(chunk.data, chunk.timestamps)
         if self.monitor is not None:
-            self.monitor.update(data)
+            self.monitor.update(chunk.data)
 
     def newest(self) -> np.ndarray:
         """The newest seconds in time order, shape (n_samples, n_channels) (fewer at first)."""
-        n = len(self._buffer)
         with self._lock:
-            written = self._written
-            if written < n:
-                return self._buffer[:written].copy()
-            start = written % n
-            return np.concatenate([self._buffer[start:], self._buffer[:start]])
+            n = len(self._buffer)
+            if not n:
+                return np.empty((0, self._buffer.n_channels))
+            return self._buffer.latest(n)[0].copy()  # a view until the next write: copied
 
     def traces(self, points: int = 400) -> dict[str, Any]:
         """Decimated traces for the page: per channel ``points`` values in µV, min/max kept."""

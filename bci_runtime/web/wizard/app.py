@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from bci_runtime.errors import BciError, ConfigError
+from bci_runtime.errors import BciError, ConfigError, StepOrderError
 from bci_runtime.web.wizard.choices import MI_CLASSES, PatientChoice
 from bci_runtime.web.wizard.wizard import Wizard, plugin
 
@@ -58,7 +58,7 @@ def create_app(wizard: Wizard) -> FastAPI:
 
     @app.exception_handler(BciError)
     async def bci_error(request: Request, exc: BciError) -> JSONResponse:
-        status = 409 if "is at step" in exc.message else 400
+        status = 409 if isinstance(exc, StepOrderError) else 400
         return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
 
     @app.exception_handler(Exception)

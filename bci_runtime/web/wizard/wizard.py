@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bci_runtime.audit_log import AuditLog
-from bci_runtime.errors import ConfigError, DependencyError
+from bci_runtime.errors import ConfigError, DependencyError, StepOrderError
 from bci_runtime.session import new_session_dir
 from bci_runtime.web.wizard.acquisition import Acquisition
 from bci_runtime.web.wizard.choices import PatientChoice, source_node
@@ -31,7 +31,7 @@ ENTRY_POINT_GROUP = "bci_runtime.wizard"
 
 
 def plugin(name: str) -> Any:
-    """The ``bci_runtime.wizard`` entry point ``name`` (quality, lsl_streams, boards)."""
+    """The ``bci_runtime.wizard`` entry point ``name`` (quality, enough_good_channels, ...)."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()
@@ -104,17 +104,9 @@ class Wizard:
         for row in rows:
             row["marked_bad"] = row["name"] in marked
             row["usable"] = row["status"] == "good"
-        ok, message = self._enough([r["usable"] for r in rows])
+        minimum = self.min_good if self.min_good <= 1 else int(self.min_good)
+        ok, message = plugin("enough_good_channels")(assessed, minimum)
         return {"channels": rows, "enough": ok, "message": message}
-
-    def _enough(self, usable: list[bool]) -> tuple[bool, str]:
-        n, good = len(usable), sum(usable)
-        need = self.min_good * n if self.min_good <= 1 else self.min_good
-        need_n = min(n, int(-(-need // 1)))  # ceil
-        if good >= need_n:
-            return True, f"{good} of {n} channels are good (at least {need_n} needed)"
-        return False, (f"only {good} of {n} channels are good; at least {need_n} are needed. "
-                       "Check the electrodes marked bad, or override with a reason.")
 
     def mark_channel(self, channel: str, bad: bool, by: str = "clinician") -> dict[str, Any]:
         """Mark a channel bad (left out of calibration and decoding) or good again."""
@@ -175,7 +167,7 @@ class Wizard:
 
     def _expect(self, step: str) -> None:
         if self.step != step:
-            raise ConfigError(f"the wizard is at step '{self.step}', not '{step}'",
+            raise StepOrderError(f"the wizard is at step '{self.step}', not '{step}'",
                               hint="reload the page: it shows the current step")
 
     def _log(self, event: str, **fields: Any) -> None:
