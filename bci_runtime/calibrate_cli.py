@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bci_runtime.cli import EXIT_OK, positive
+from bci_runtime.errors import ConfigError
 
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -36,6 +37,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="where sessions are kept (default ./sessions)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
     p.add_argument("--no-browser", action="store_true", help="print the address, open nothing")
+    p.add_argument("--stim-limits", type=Path, default=None, metavar="FILE",
+                   help="safety limits of the online step's simulated stimulator (default: "
+                   "the shipped pipelines/limits/two_contacts.yaml; `bci safety check` it)")
     p.add_argument("--min-good", type=positive(float), default=0.75, metavar="N",
                    help="fewest good channels to go on: a fraction (<= 1) or a count "
                    "(default 0.75)")
@@ -50,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from bci_runtime.web.wizard.server import bind_socket
     from bci_runtime.web.wizard.wizard import Wizard
 
-    wizard = Wizard(args.sessions_root, preset=args.simulate, min_good=args.min_good)
+    if args.stim_limits is not None and not args.stim_limits.is_file():
+        raise ConfigError(f"--stim-limits {args.stim_limits}: no such file",
+                          hint="give a limits file (see pipelines/limits/two_contacts.yaml)")
+    wizard = Wizard(args.sessions_root, preset=args.simulate, min_good=args.min_good,
+                    stim_limits=args.stim_limits)
     sock = bind_socket(args.port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(create_app(wizard), log_level="warning",

@@ -266,29 +266,19 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
         The exit code.
     """
     from bci_runtime.graph import build_graph
-    from bci_runtime.run_status import RunStatus, chain_events
-    from bci_runtime.runner import Runner
-    from bci_runtime.session import Session, json_safe
+    from bci_runtime.recorded_run import RecordedRun
+    from bci_runtime.session import json_safe
     from bci_runtime.status_panel import StatusPanel, should_show
-    from bci_runtime.summary import build_summary, render_summary
+    from bci_runtime.summary import render_summary
 
     graph = build_graph(config, lines, source)
     if config.clock == "live":
         low_wakeup_latency()  # a live loop idles between chunks: wake up fast
-    session = Session(graph.resolved_config(), source, args.session_dir,
-                      root=args.sessions_root, subject=args.subject)
-    session.manifest.update(manifest or {})
+    recorded = RecordedRun(graph, source, session_dir=args.session_dir,
+                           root=args.sessions_root, subject=args.subject, manifest=manifest)
+    session, runner = recorded.session, recorded.runner
     # the live status panel, for an operator at a terminal (not with --json)
-    status = RunStatus() if should_show(args.json) else None
-    runner = Runner(graph, emit_event=chain_events(session.log_event,
-                                                   status.on_event if status else None),
-                    session_dir=session.dir)
-    panel = StatusPanel(status.attach(runner)) if status is not None else None
-    try:
-        runner.tap = session.start_recording(graph, on_error=runner.fail).tap
-    except BciError as exc:
-        session.finalize("failed", {}, error=str(exc))
-        raise
+    panel = StatusPanel(recorded.status) if should_show(args.json) else None
 
     if not args.json:
         clock = "simulated clock" if config.clock == "simulated" else "live clock"
@@ -309,12 +299,7 @@ def run_pipeline(args: argparse.Namespace, config: Any, lines: Any, source: str,
         if panel is not None:
             panel.stop()  # its last frame stays; the summary prints below it
         console.stop()
-    session.set_processes(result.processes)
-    summary = build_summary(result, config.name, str(session.dir))
-    session.close_recording()
-    if before_finalize is not None:
-        before_finalize(session, summary)
-    session.finalize(result.status, summary, error=str(result.error) if result.error else None)
+    summary = recorded.finish(result, before_finalize)
     if args.json:
         print(json.dumps(json_safe(summary), default=str, allow_nan=False))
     else:

@@ -8,7 +8,16 @@ Routes (JSON unless said):
 BrainFlow boards; ``POST /api/patient`` step 1; ``GET /api/quality`` per-channel
 quality; ``POST /api/channels/{name}`` mark a channel (``{"bad": true}``);
 ``POST /api/signal/done`` go on (``{"override_reason": "..."}`` when too few
-channels are good); ``WS /ws/signal`` live traces (10 Hz) and quality (2 Hz).
+channels are good); ``WS /ws/signal`` live traces (10 Hz) and quality (2 Hz);
+``GET /api/profiles?subject=ID`` the subject's calibration profiles;
+``POST /api/calibration/start`` (trial settings) and ``/api/calibration/stop``;
+``POST /api/training/start``, ``/api/training/more`` (back to record more trials);
+``POST /api/online/start`` (``{"stimulation": bool, "override_reason": ...}``),
+``/api/online/arm``, ``/api/online/estop``, ``/api/online/stop``;
+``GET /api/online/status``; ``WS /ws/run`` every cue the moment it is emitted,
+trial progress, decisions, training progress, run events, state changes, and the
+online status twice a second (the page answers each cue drawn with
+``{"type": "shown", "t": <cue time>}``, which measures the display lag).
 
 Errors come back as ``{"error": "...", "hint": "..."}`` with 400 (a choice that
 cannot be taken) or 409 (not at that step), so the page can show them as they are.
@@ -31,12 +40,16 @@ from pydantic import BaseModel, ConfigDict
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bci_runtime.errors import BciError, ConfigError, StepOrderError
-from bci_runtime.web.wizard.choices import MI_CLASSES, PatientChoice
+from bci_runtime.session import json_safe
+from bci_runtime.web.wizard import profiles
+from bci_runtime.web.wizard.choices import MI_CLASSES, SSVEP_FREQS, PatientChoice
+from bci_runtime.web.wizard.run_configs import OnlineSettings, TrialSettings
 from bci_runtime.web.wizard.wizard import Wizard, plugin
 
 STATIC = Path(__file__).resolve().parent / "static"
 TRACE_EVERY_S = 0.1
 QUALITY_EVERY = 5  # trace frames per quality update
+STATUS_EVERY_S = 0.5  # the online status panel's refresh
 
 
 class ChannelMark(BaseModel):
@@ -46,6 +59,10 @@ class ChannelMark(BaseModel):
 
 class SignalDone(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    override_reason: str | None = None
+
+
+class OnlineStart(OnlineSettings):
     override_reason: str | None = None
 
 
@@ -87,7 +104,8 @@ def create_app(wizard: Wizard) -> FastAPI:
     @app.get("/api/sources")
     async def sources(wait_s: float = 1.0) -> dict[str, Any]:
         streams = await asyncio.to_thread(_lsl_streams, min(max(wait_s, 0.1), 5.0))
-        return {"simulator": {"preset": wizard.preset, "mi_classes": list(MI_CLASSES)},
+        return {"simulator": {"preset": wizard.preset, "mi_classes": list(MI_CLASSES),
+                              "ssvep_freqs": list(SSVEP_FREQS)},
                 "lsl": streams, "boards": _boards()}
 
     @app.post("/api/patient")
@@ -105,6 +123,76 @@ def create_app(wizard: Wizard) -> FastAPI:
     @app.post("/api/signal/done")
     async def signal_done(body: SignalDone) -> dict[str, Any]:
         return await asyncio.to_thread(wizard.finish_signal_check, body.override_reason)
+
+    @app.get("/api/profiles")
+    async def list_profiles(subject: str) -> dict[str, Any]:
+        return {"profiles": [profiles.summary(p) for p in
+                             profiles.list_profiles(wizard.sessions_root, subject)]}
+
+    @app.post("/api/calibration/start")
+    async def calibration_start(body: TrialSettings) -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.start_calibration, body)
+
+    @app.post("/api/calibration/stop")
+    async def calibration_stop() -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.stop_calibration)
+
+    @app.post("/api/training/start")
+    async def training_start() -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.start_training)
+
+    @app.post("/api/training/more")
+    async def training_more() -> dict[str, Any]:
+        return wizard.back_to_calibration()
+
+    @app.post("/api/online/start")
+    async def online_start(body: OnlineStart) -> dict[str, Any]:
+        settings = OnlineSettings(**body.model_dump(exclude={"override_reason"}))
+        return await asyncio.to_thread(wizard.start_online, settings, body.override_reason)
+
+    @app.post("/api/online/arm")
+    async def online_arm() -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.arm)
+
+    @app.post("/api/online/estop")
+    async def online_estop() -> dict[str, Any]:
+        return wizard.emergency_stop()
+
+    @app.post("/api/online/stop")
+    async def online_stop() -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.stop_online)
+
+    @app.get("/api/online/status")
+    async def online_status() -> dict[str, Any]:
+        return {"status": json_safe(wizard.online_status())}
+
+    @app.websocket("/ws/run")
+    async def run_feed(socket: WebSocket) -> None:
+        await socket.accept()
+        queue = wizard.broadcast.subscribe()
+        listener = asyncio.create_task(_listen(socket, wizard))
+        try:
+            await socket.send_text(json.dumps({"type": "state", **json_safe(wizard.state())}))
+            loop = asyncio.get_running_loop()
+            next_status = loop.time()
+            while not listener.done():
+                wait = max(0.0, next_status - loop.time())
+                try:
+                    message = await asyncio.wait_for(queue.get(), wait)
+                except asyncio.TimeoutError:
+                    next_status = loop.time() + STATUS_EVERY_S
+                    run = wizard.run
+                    if run is not None and run.kind == "online":
+                        message = {"type": "status",
+                                   **json_safe(await asyncio.to_thread(wizard.online_status))}
+                    else:
+                        continue
+                await socket.send_text(json.dumps(json_safe(message)))
+        except (WebSocketDisconnect, RuntimeError):
+            return  # the page closed or reloaded: the run goes on without it
+        finally:
+            wizard.broadcast.unsubscribe(queue)
+            listener.cancel()
 
     @app.websocket("/ws/signal")
     async def signal(socket: WebSocket) -> None:
@@ -128,6 +216,17 @@ def create_app(wizard: Wizard) -> FastAPI:
             await socket.close()
 
     return app
+
+
+async def _listen(socket: WebSocket, wizard: Wizard) -> None:
+    """What the page says on the run feed: each cue it drew (for the display lag)."""
+    try:
+        while True:
+            message = json.loads(await socket.receive_text())
+            if message.get("type") == "shown" and isinstance(message.get("t"), (int, float)):
+                wizard.cue_shown(float(message["t"]))
+    except (WebSocketDisconnect, RuntimeError, ValueError):
+        return
 
 
 def _lsl_streams(wait_s: float) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: the classes a motor-imagery calibration can cue, in the order they are offered
 MI_CLASSES = ("left", "right", "feet", "tongue")
+#: flicker frequencies a 60 Hz screen draws exactly (60/7, 60/6, 60/5, 60/4)
+SSVEP_FREQS = (8.57, 10.0, 12.0, 15.0)
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 
@@ -39,8 +41,13 @@ class PatientChoice(_Strict):
 
     subject: str = Field(description="pseudonymous id: letters and digits, no names")
     paradigm: Literal["mi", "ssvep"]
-    classes: list[str] = Field(default_factory=lambda: ["left", "right"])
+    classes: list[str] = Field(default_factory=lambda: ["left", "right"],
+                               description="motor imagery: 2-4 of " + ", ".join(MI_CLASSES))
+    freqs: list[float] = Field(default_factory=lambda: list(SSVEP_FREQS),
+                               description="SSVEP: the flicker frequencies (Hz), 2-4")
     source: SourceChoice
+    profile: str | None = Field(None, description="a calibration profile of this subject to "
+                                "start from (its id); none: calibrate anew")
 
     @field_validator("subject")
     @classmethod
@@ -56,6 +63,9 @@ class PatientChoice(_Strict):
             if unknown or not 2 <= len(set(self.classes)) == len(self.classes) <= 4:
                 raise ValueError(f"motor imagery takes 2 to 4 distinct classes of "
                                  f"{', '.join(MI_CLASSES)}")
+        elif not 2 <= len(set(self.freqs)) == len(self.freqs) <= 4 \
+                or not all(4.0 <= f <= 40.0 for f in self.freqs):
+            raise ValueError("SSVEP takes 2 to 4 distinct flicker frequencies of 4-40 Hz")
         return self
 
 
@@ -70,7 +80,9 @@ def source_node(choice: PatientChoice, preset: str) -> dict[str, Any]:
     if src.kind == "brainflow":
         return {"type": "brainflow_board", "params": {"board": src.name}}
     if choice.paradigm == "ssvep":
-        return {"type": "simulated_ssvep", "params": {"drift": {"scenario": preset}}}
+        return {"type": "simulated_ssvep", "params": {
+            "freqs": list(choice.freqs), "rest_class": False, "chunk_size": 10,
+            "drift": {"scenario": preset}}}
     return {"type": "simulated_eeg", "params": {
         "n_channels": 8, "channels": ["C3", "C4", "Cz", "FC3", "FC4", "CP3", "CP4", "Pz"],
         "srate": 250, "chunk_size": 10, "classes": choice.classes, "erd": 0.4, "mu_uv": 16,

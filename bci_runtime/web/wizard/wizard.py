@@ -1,11 +1,25 @@
 """The wizard's state: one patient's session, step by step, every choice audited.
 
-Steps: ``patient`` (who, paradigm, signal source) -> ``signal`` (live traces and
-per-channel quality; bad channels marked; too few good channels stop here unless
-the clinician overrides, with a reason) -> ``calibration`` -> ``training`` ->
-``online``. The session folder is created at the first step and locked for this
-wizard (:class:`~.session_lock.SessionLock`); its ``audit.jsonl`` receives every
-choice with who made it.
+Steps:
+
+1. ``patient``: who (a pseudonymous id), which paradigm, which signal source, and
+   optionally a calibration profile of an earlier day to start from;
+2. ``signal``: live traces and per-channel quality; bad channels marked; too few
+   good channels stop here unless the clinician overrides, with a reason;
+3. ``calibration``: cued trials recorded into the session (``calibration-NN/``,
+   one folder per run: an interrupted calibration is completed by another run);
+4. ``training``: the decoder trained on every calibration run, cross-validated
+   against chance, its patterns, a verdict; the profile is saved;
+5. ``online``: the closed loop (``online-NN/``) from the profile, co-adapting;
+   stimulation armed only through the safety envelope; stop saves the newest
+   co-adapted model as a new profile;
+6. ``done``.
+
+With a profile, the signal check leads straight to ``online``. The session
+folder is created at the first step and locked for this wizard
+(:class:`~.session_lock.SessionLock`); its ``audit.jsonl`` receives every choice
+with who made it. Nothing recorded is ever deleted: a step that fails leaves its
+folder as it was and the step can be taken again.
 
 What the engine does not own (signal quality, device discovery) comes from the
 packages around it through the ``bci_runtime.wizard`` entry points, so the
@@ -14,20 +28,44 @@ engine keeps importing none of them.
 
 from __future__ import annotations
 
+import json
 import threading
+from collections import Counter
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from bci_runtime.audit_log import AuditLog
-from bci_runtime.errors import ConfigError, DependencyError, StepOrderError
-from bci_runtime.session import new_session_dir
+from bci_runtime.errors import BciError, ConfigError, DependencyError, StepOrderError
+from bci_runtime.run_status import describe_event
+from bci_runtime.session import json_safe, new_session_dir
+from bci_runtime.web.wizard import profiles
 from bci_runtime.web.wizard.acquisition import Acquisition
+from bci_runtime.web.wizard.broadcast import Broadcast
 from bci_runtime.web.wizard.choices import PatientChoice, source_node
+from bci_runtime.web.wizard.run_configs import (
+    ADAPT,
+    BANDS,
+    DECODERS,
+    OnlineSettings,
+    TrialSettings,
+    calibration_config,
+    classes_of,
+    online_config,
+)
 from bci_runtime.web.wizard.session_lock import SessionLock
+from bci_runtime.web.wizard.wizard_run import WizardRun
 
-STEPS = ("patient", "signal", "calibration", "training", "online")
+STEPS = ("patient", "signal", "calibration", "training", "online", "done")
 ENTRY_POINT_GROUP = "bci_runtime.wizard"
+STOP_WAIT_S = 30.0  # how long stopping a run may take before the wizard says so
+#: runtime events worth a line in the wizard's audit trail (the run's own events.jsonl
+#: keeps all of them)
+AUDITED_EVENTS = frozenset({
+    "stream_lost", "stream_stalled", "stream_blocked", "bad_chunk", "failure",
+    "stream_reconnected", "samples_dropped", "model_online", "model_swap", "model_rollback",
+    "model_drift", "armed", "arm_refused", "safe_state", "emergency_stop",
+    "stimulator_error"})
 
 
 def plugin(name: str) -> Any:
@@ -45,24 +83,37 @@ class Wizard:
     Parameters
     ----------
     sessions_root : Path
-        Where sessions are kept (``sub-<ID>/ses-<NN>``).
+        Where sessions are kept (``sub-<ID>/ses-<NN>``, profiles in ``sub-<ID>/profiles``).
     preset : str
         The simulator's drift preset, when the source is the simulator.
     min_good : float
         Fewest good channels to go on: a fraction of the channels (``<= 1``) or a count.
+    stim_limits : Path, optional
+        The safety limits of the online step's simulated stimulator (default: the
+        shipped two-contact limits).
     """
 
     def __init__(self, sessions_root: Path, preset: str = "stationary",
-                 min_good: float = 0.75) -> None:
+                 min_good: float = 0.75, stim_limits: Path | None = None) -> None:
         self.sessions_root = Path(sessions_root)
         self.preset = preset
         self.min_good = min_good
+        self.stim_limits = stim_limits
         self.step = "patient"
         self.choice: PatientChoice | None = None
         self.session_dir: Path | None = None
         self.bad_channels: set[str] = set()
         self.override: str | None = None
         self.acquisition: Acquisition | None = None
+        self.trials = TrialSettings()
+        self.calibration_runs: list[WizardRun] = []
+        self.online_runs: list[WizardRun] = []
+        self.run: WizardRun | None = None  # the run under way, calibration or online
+        self.training: dict[str, Any] = {"state": "idle"}
+        self.profile: dict[str, Any] | None = None  # what the online step starts from
+        self.profile_reused = False
+        self.saved_profile: dict[str, Any] | None = None  # written when online stopped
+        self.broadcast = Broadcast()
         self._audit: AuditLog | None = None
         self._lock_file: SessionLock | None = None
         self._lock = threading.RLock()  # requests come from the server's threads
@@ -72,6 +123,7 @@ class Wizard:
         """Create and lock the session, start the signal; on to the signal check."""
         with self._lock:
             self._expect("patient")
+            profile = self._reloadable_profile(choice) if choice.profile else None
             source = source_node(choice, self.preset)
             session_dir = new_session_dir(self.sessions_root, choice.subject)
             lock = SessionLock(session_dir)
@@ -88,8 +140,20 @@ class Wizard:
                 raise
             self.choice, self.session_dir = choice, session_dir
             self._lock_file, self._audit, self.acquisition = lock, audit, acquisition
+            self.profile = profile
             self.step = "signal"
             return self.state()
+
+    def _reloadable_profile(self, choice: PatientChoice) -> dict[str, Any]:
+        profile = profiles.load_profile(self.sessions_root, choice.subject,
+                                        choice.profile)  # type: ignore[arg-type]
+        if profile["paradigm"] != choice.paradigm or profile["classes"] != classes_of(choice):
+            raise ConfigError(
+                f"profile {choice.profile} is for {profile['paradigm']} with classes "
+                f"{', '.join(profile['classes'])}, not {choice.paradigm} with "
+                f"{', '.join(classes_of(choice))}",
+                hint="choose the profile's paradigm and classes, or calibrate anew")
+        return profile
 
     # -- step 2 ------------------------------------------------------------------------
     def quality(self) -> dict[str, Any]:
@@ -121,7 +185,10 @@ class Wizard:
 
     def finish_signal_check(self, override_reason: str | None = None,
                             by: str = "clinician") -> dict[str, Any]:
-        """Go on to calibration; with too few good channels only with a reason (logged)."""
+        """Go on: to calibration, or with a usable profile straight to online.
+
+        Too few good channels need a reason (logged).
+        """
         with self._lock:
             self._expect("signal")
             verdict = self.quality()
@@ -136,23 +203,255 @@ class Wizard:
             self._log("wizard_signal_checked", by=by, bad_channels=sorted(self.bad_channels),
                       channels=[{k: c[k] for k in ("name", "status", "reasons")}
                                 for c in verdict["channels"]])
+            self.acquisition.stop()  # type: ignore[union-attr]  # each run opens the source
             self.step = "calibration"
+            if self.profile is not None:
+                unusable = sorted(set(self.profile["channels"]) & self.bad_channels)
+                if unusable:
+                    self._log("wizard_profile_dropped", by=by, profile=self.profile["id"],
+                              reason=f"its decoder uses {', '.join(unusable)}, marked bad")
+                    self.profile = None
+                else:
+                    self.profile_reused = True
+                    self._log("wizard_profile_reused", by=by, profile=self.profile["id"])
+                    self.step = "online"
             return self.state()
+
+    # -- step 3 ------------------------------------------------------------------------
+    def start_calibration(self, trials: TrialSettings, by: str = "clinician") -> dict[str, Any]:
+        """Start a calibration run of ``trials.trials_per_class`` trials of each class."""
+        with self._lock:
+            self._expect("calibration")
+            self._expect_no_run()
+            choice = self.choice
+            classes = classes_of(choice)  # type: ignore[arg-type]
+            folder = self.session_dir / f"calibration-{len(self.calibration_runs) + 1:02d}"
+            config = calibration_config(choice, trials, self.preset)  # type: ignore[arg-type]
+            run = self._new_run("calibration", config, folder, classes,
+                                trials.trials_per_class * len(classes))
+            self.trials = trials
+            self.calibration_runs.append(run)
+            self._log("wizard_calibration_started", by=by, run=folder.name,
+                      settings=trials.model_dump())
+            return self._start(run)
+
+    def stop_calibration(self, by: str = "clinician") -> dict[str, Any]:
+        """Stop the calibration run early: the trials recorded so far are kept."""
+        with self._lock:
+            self._expect("calibration")
+            run = self._current("calibration")
+            self._log("wizard_calibration_stop", by=by, run=run.folder.name,
+                      trials=run.cues.done)
+            run.stop("stopped", "stopped by the clinician; the recorded trials are kept")
+        self._wait_ended(run)
+        return self.state()
+
+    def recorded_trials(self) -> dict[str, int]:
+        """Complete trials of each class over every calibration run."""
+        total: Counter[str] = Counter()
+        for run in self.calibration_runs:
+            total.update(run.cues.completed)
+        return {c: total[c] for c in classes_of(self.choice)} if self.choice else {}
+
+    # -- step 4 ------------------------------------------------------------------------
+    def start_training(self, by: str = "clinician") -> dict[str, Any]:
+        """Train the decoder on every calibration run, in the background."""
+        with self._lock:
+            if self.step not in ("calibration", "training"):
+                self._expect("training")
+            self._expect_no_run()
+            if self.training.get("state") == "running":
+                raise ConfigError("the decoder is being trained already",
+                                  hint="wait for the result")
+            recordings = [str(r.recording) for r in self.calibration_runs
+                          if r.recording is not None and r.recording.exists()]
+            if not recordings:
+                raise ConfigError("no calibration has been recorded yet",
+                                  hint="run the calibration first")
+            folder = self.session_dir / f"training-{self._next_index('training'):02d}"
+            self.step = "training"
+            self.training = {"state": "running", "stage": "starting", "progress": 0.0,
+                             "folder": folder.name}
+            self._log("wizard_training_started", by=by, recordings=recordings,
+                      folder=folder.name)
+            threading.Thread(target=self._train, args=(recordings, folder), daemon=True,
+                             name="wizard-training").start()
+            return self.state()
+
+    def _train(self, recordings: list[str], folder: Path) -> None:
+        choice = self.choice
+        paradigm = choice.paradigm  # type: ignore[union-attr]
+        tmin, tmax = 0.5, min(self.trials.cue_s, 2.5 if paradigm == "mi" else 4.0)
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+            report = plugin("train")(
+                [Path(r) for r in recordings], paradigm=paradigm,
+                classes=classes_of(choice), model_path=folder / profiles.MODEL_FILE,  # type: ignore[arg-type]
+                decoder=DECODERS[paradigm], adapt=ADAPT[paradigm],
+                bad_channels=sorted(self.bad_channels), tmin=tmin, tmax=tmax,
+                progress=self._training_progress)
+            (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
+            profile = profiles.save_profile(
+                self.sessions_root, choice.subject, self.session_dir.name,  # type: ignore[union-attr]
+                {**{k: report[k] for k in ("paradigm", "classes", "channels", "decoder",
+                                           "adapt", "tmin", "tmax")},
+                 "band": list(report.get("band") or BANDS[paradigm]),
+                 "bad_channels": sorted(self.bad_channels), "trials": self.trials.model_dump(),
+                 "accuracy": report["accuracy"], "chance": report["chance"],
+                 "good_enough": report["good_enough"], "source": choice.source.model_dump()},  # type: ignore[union-attr]
+                Path(report["model"]["path"]), origin="training")
+        except BciError as exc:
+            self._training_failed(exc.message, exc.hint)
+        except Exception as exc:  # a bug: said as it is; the recordings are untouched
+            self._training_failed(f"training failed: {type(exc).__name__}: {exc}",
+                                  "the calibration recordings are kept; try again")
+        else:
+            with self._lock:
+                self.profile = profile
+                self.training = {"state": "done", "progress": 1.0, "folder": folder.name,
+                                 "report": report}
+                self._log("wizard_trained", accuracy=report["accuracy"],
+                          chance=report["chance"], threshold=report["chance_threshold"],
+                          good_enough=report["good_enough"], reasons=report["reasons"],
+                          model_sha256=report["model"]["sha256"], profile=profile["id"])
+            self._publish_state()
+
+    def _training_progress(self, stage: str, fraction: float) -> None:
+        self.training.update(stage=stage, progress=round(float(fraction), 3))
+        self.broadcast.publish({"type": "training", "stage": stage,
+                                "progress": round(float(fraction), 3)})
+
+    def _training_failed(self, message: str, hint: str | None) -> None:
+        with self._lock:
+            self.training = {"state": "failed", "error": message, "hint": hint}
+            self._log("wizard_training_failed", error=message)
+        self._publish_state()
+
+    def back_to_calibration(self, by: str = "clinician") -> dict[str, Any]:
+        """From the training result back to calibration, to record more trials."""
+        with self._lock:
+            self._expect("training")
+            if self.training.get("state") == "running":
+                raise ConfigError("the decoder is being trained", hint="wait for the result")
+            self.step = "calibration"
+            self._log("wizard_more_trials", by=by, recorded=self.recorded_trials())
+            return self.state()
+
+    # -- step 5 ------------------------------------------------------------------------
+    def start_online(self, settings: OnlineSettings, override_reason: str | None = None,
+                     by: str = "clinician") -> dict[str, Any]:
+        """Start the closed loop from the profile; a decoder not good enough needs a reason."""
+        with self._lock:
+            if self.step != "online":
+                self._expect("training")
+                if self.training.get("state") != "done":
+                    raise ConfigError("there is no trained decoder to go online with",
+                                      hint="train the decoder first")
+                report = self.training["report"]
+                if not report["good_enough"]:
+                    reason = (override_reason or "").strip()
+                    if not reason:
+                        raise ConfigError(
+                            "the decoder is not good enough to go online: "
+                            + " ".join(report["reasons"]),
+                            hint="record more trials, or go online anyway with a reason "
+                                 "(it is logged)")
+                    self._log("wizard_online_override", by=by, reason=reason,
+                              accuracy=report["accuracy"])
+            self._expect_no_run()
+            folder = self.session_dir / f"online-{len(self.online_runs) + 1:02d}"
+            config = online_config(self.choice, self.trials, self.preset,  # type: ignore[arg-type]
+                                   self.profile, settings, self.stim_limits)  # type: ignore[arg-type]
+            run = self._new_run("online", config, folder, self.profile["classes"], None)  # type: ignore[index]
+            self.online_runs.append(run)
+            self.step = "online"
+            self._log("wizard_online_started", by=by, run=folder.name,
+                      settings=settings.model_dump(), profile=self.profile["id"])  # type: ignore[index]
+            return self._start(run)
+
+    def arm(self, by: str = "clinician") -> dict[str, Any]:
+        """Arm the stimulator through the safety envelope's arming (limits enforced there)."""
+        with self._lock:
+            run = self._current("online")
+            if not run.runner.actuators:
+                raise ConfigError("this online session has no stimulator",
+                                  hint="stop, and start online with stimulation ticked")
+            armed = run.runner.arm(by)
+            self._log("wizard_arm", by=by, result=armed)
+            return {"armed": armed}
+
+    def emergency_stop(self, by: str = "clinician") -> dict[str, Any]:
+        """Every actuator of the online run to its safe state at once."""
+        run = self.run
+        if run is None or run.kind != "online":
+            raise ConfigError("nothing is running", hint="there is nothing to stop")
+        run.runner.emergency_stop(f"wizard:{by}")
+        self._log("wizard_emergency_stop", by=by)
+        return {"stopped": True}
+
+    def stop_online(self, by: str = "clinician") -> dict[str, Any]:
+        """Stop the loop, save the session and a profile of the newest co-adapted model."""
+        with self._lock:
+            run = self._current("online")
+            self._log("wizard_online_stop", by=by, run=run.folder.name)
+            run.stop("stopped", "stopped by the clinician")
+        self._wait_ended(run)
+        with self._lock:
+            latest = plugin("latest_model")(run.folder)
+            if latest is not None and self.profile is not None:
+                self.saved_profile = profiles.save_profile(
+                    self.sessions_root, self.choice.subject, self.session_dir.name,  # type: ignore[union-attr]
+                    {k: v for k, v in self.profile.items() if k not in ("id", "model")},
+                    latest, origin="online")
+                self._log("wizard_profile_saved", profile=self.saved_profile["id"],
+                          model_sha256=self.saved_profile["model"]["sha256"])
+            self.step = "done"
+            self._log("wizard_done", by=by, summary=run.summary)
+        self._publish_state()
+        return self.state()
+
+    def online_status(self) -> dict[str, Any] | None:
+        """The online run's status panel (streams, decoder, accuracy, latency, stimulation)."""
+        run = self.online_runs[-1] if self.online_runs else None
+        if run is None:
+            return None
+        return {**run.recorded.status.snapshot(), "run": run.state()}
+
+    def cue_shown(self, marker_time: float) -> None:
+        """The page drew the cue of ``marker_time`` now (its display lag is kept)."""
+        run = self.run
+        if run is not None:
+            run.cues.shown(run.runner.clock.now() - marker_time)
 
     # -- everywhere --------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """What the page needs to draw itself (also after a reload)."""
-        acquisition = self.acquisition
+        acquisition, profile = self.acquisition, self.profile
         return {"step": self.step, "steps": list(STEPS),
                 "choice": self.choice.model_dump() if self.choice else None,
+                "classes": classes_of(self.choice) if self.choice else [],
                 "session_dir": str(self.session_dir) if self.session_dir else None,
                 "channels": acquisition.channel_names if acquisition else [],
                 "bad_channels": sorted(self.bad_channels), "override": self.override,
                 "signal_error": str(acquisition.error) if acquisition and acquisition.error
-                else None}
+                else None,
+                "trials": self.trials.model_dump(),
+                "recorded": self.recorded_trials(),
+                "calibration_runs": [r.state() for r in self.calibration_runs],
+                "run": self.run.state() if self.run else None,
+                "training": self.training,
+                "profile": profiles.summary(profile) if profile else None,
+                "profile_reused": self.profile_reused,
+                "saved_profile": profiles.summary(self.saved_profile)
+                if self.saved_profile else None,
+                "online_runs": [r.state() for r in self.online_runs]}
 
     def close(self) -> None:
-        """Stop the signal, close the audit trail and release the session."""
+        """Stop any run and the signal, close the audit trail and release the session."""
+        run = self.run
+        if run is not None:
+            run.stop("stopped", "the wizard was closed")
+            run.wait(STOP_WAIT_S)
         with self._lock:
             if self.acquisition is not None:
                 self.acquisition.stop()
@@ -165,17 +464,68 @@ class Wizard:
                 self._lock_file.release()
                 self._lock_file = None
 
+    # -- runs --------------------------------------------------------------------------
+    def _new_run(self, kind: str, config: dict[str, Any], folder: Path, classes: list[str],
+                 expected: int | None) -> WizardRun:
+        try:
+            return WizardRun(kind, config, folder, self.choice.subject,  # type: ignore[union-attr]
+                             classes, expected, self.broadcast.publish, self._runtime_event,
+                             on_end=self._run_ended)
+        except BciError as exc:
+            self._log(f"wizard_{kind}_failed", error=str(exc))
+            raise
+
+    def _start(self, run: WizardRun) -> dict[str, Any]:
+        self.run = run
+        run.start()
+        return self.state()
+
+    def _run_ended(self, run: WizardRun) -> None:
+        """A run is over (on its thread): say how in the audit trail and free the step."""
+        with self._lock:
+            if self.run is run:
+                self.run = None
+            self._log(f"wizard_{run.kind}_ended", run=run.folder.name, outcome=run.outcome,
+                      message=run.message, trials=run.cues.snapshot(),
+                      cue_display_lag_ms=run.cues.display_lag_ms())
+        self._publish_state()
+
+    def _wait_ended(self, run: WizardRun) -> None:
+        if not run.wait(STOP_WAIT_S):
+            raise ConfigError(f"the {run.kind} run did not stop within {STOP_WAIT_S:g} s",
+                              hint="its session folder keeps what was recorded; see its "
+                                   "events.jsonl")
+
+    def _current(self, kind: str) -> WizardRun:
+        run = self.run
+        if run is None or run.kind != kind:
+            raise ConfigError(f"no {kind} run is under way", hint="reload the page")
+        return run
+
+    def _expect_no_run(self) -> None:
+        if self.run is not None:
+            raise ConfigError(f"a {self.run.kind} run is under way",
+                              hint="wait for it to end, or stop it")
+
+    def _next_index(self, prefix: str) -> int:
+        taken = [p for p in self.session_dir.glob(f"{prefix}-*")]  # type: ignore[union-attr]
+        return len(taken) + 1
+
+    def _publish_state(self) -> None:
+        self.broadcast.publish({"type": "state", **json_safe(self.state())})
+
     def _expect(self, step: str) -> None:
         if self.step != step:
             raise StepOrderError(f"the wizard is at step '{self.step}', not '{step}'",
-                              hint="reload the page: it shows the current step")
+                                 hint="reload the page: it shows the current step")
 
     def _log(self, event: str, **fields: Any) -> None:
         if self._audit is not None:
             self._audit.write(event, **fields)
 
     def _runtime_event(self, kind: str, **fields: Any) -> None:
-        if kind in ("stream_lost", "stream_stalled", "stream_blocked", "bad_chunk", "failure",
-                    "stream_reconnected", "samples_dropped"):
-            self._log(f"signal_{kind}", **fields)
+        if kind in AUDITED_EVENTS:
+            self._log(f"signal_{kind}" if kind.startswith("stream") or kind in (
+                "bad_chunk", "samples_dropped") else kind,
+                      text=describe_event(kind, fields), **fields)
 

@@ -3,7 +3,12 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-let socket = null;
+let socket = null;        // the signal check's live traces
+let feed = null;          // the run feed: cues, progress, decisions, status
+let lastStep = null;
+let state = null;
+const ARROWS = {left: "\u2190", right: "\u2192", feet: "\u2193", tongue: "\u2191"};
+const CUE_WORDS = {left: "Left hand", right: "Right hand", feet: "Feet", tongue: "Tongue"};
 
 async function api(path, body) {
   const options = body === undefined ? {} : {
@@ -18,7 +23,8 @@ async function api(path, body) {
 
 function say(text) { $("message").textContent = text || ""; }
 
-function show(state) {
+function show(newState) {
+  state = newState;
   for (const li of $("steps").children) {
     const i = state.steps.indexOf(li.dataset.step), current = state.steps.indexOf(state.step);
     li.toggleAttribute("aria-current", i === current);
@@ -32,6 +38,322 @@ function show(state) {
   $("session").textContent = state.session_dir ? `Session: ${state.session_dir}` : "";
   if (state.signal_error) say(`The signal stopped: ${state.signal_error}`);
   if (state.step === "signal") startSignal(); else stopSignal();
+  if (["calibration", "training", "online"].includes(state.step)) openFeed(); else closeFeed();
+  showCalibration();
+  showTraining();
+  showOnline();
+  showDone();
+  if (state.step !== lastStep) {  // a screen reader hears the new step's title
+    lastStep = state.step;
+    const title = $(`${state.step}-title`);
+    if (title && state.step !== "patient") title.focus();
+  }
+}
+
+function text(tag, content, attrs = {}) {
+  const el = document.createElement(tag);
+  el.textContent = content;
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+function pct(x) { return x == null ? "—" : `${(100 * x).toFixed(0)}%`; }
+
+// -- step 1 ---------------------------------------------------------------------------
+let profileLookup = null;
+function lookUpProfiles() {
+  clearTimeout(profileLookup);
+  profileLookup = setTimeout(async () => {
+    const subject = $("subject").value.trim(), select = $("profile");
+    select.replaceChildren(new Option("A new calibration", ""));
+    if (!/^[A-Za-z0-9]{1,32}$/.test(subject)) return;
+    try {
+      const {profiles} = await api(`/api/profiles?subject=${encodeURIComponent(subject)}`);
+      for (const p of profiles) {
+        if (p.error) continue;
+        const label = `Profile of ${p.created.slice(0, 10)} (${p.session}, ${p.origin}): ` +
+          `${p.paradigm} ${p.classes.join("/")}, accuracy ${pct(p.accuracy)}`;
+        select.add(new Option(label, p.id));
+      }
+    } catch (error) { say(error.message); }
+  }, 250);
+}
+
+// -- step 3 ---------------------------------------------------------------------------
+function recordedText() {
+  const parts = Object.entries(state.recorded || {}).map(([c, n]) => `${c} ${n}`);
+  return parts.length ? `Trials recorded so far: ${parts.join(", ")}.` : "";
+}
+
+function showCalibration() {
+  if (state.step !== "calibration" && state.step !== "online") { $("stage-box").hidden = true; }
+  if (state.step !== "calibration") return;
+  const run = state.run, running = !!run && run.kind === "calibration";
+  $("recorded").textContent = recordedText();
+  $("calibration-start").hidden = running;
+  $("calibration-stop").hidden = !running;
+  $("calibration-form").querySelectorAll("input").forEach((i) => { i.disabled = running; });
+  const total = Object.values(state.recorded || {}).reduce((a, b) => a + b, 0);
+  $("train").hidden = running || total === 0;
+  $("calibration-start").textContent = state.calibration_runs.length ?
+    "Record more trials" : "Start the calibration";
+  const last = state.calibration_runs[state.calibration_runs.length - 1];
+  if (!running && last && last.outcome === "interrupted") {
+    say(`Calibration interrupted: ${last.message}. Check the amplifier, then record the ` +
+        "missing trials (the recorded ones are kept).");
+  }
+  $("stage-box").hidden = !running;
+  if (running) progress(run);
+}
+
+async function startCalibration(event) {
+  event.preventDefault();
+  say("");
+  clearStage();
+  try {
+    show(await api("/api/calibration/start", {
+      trials_per_class: Number($("trials-per-class").value), fixation_s: Number($("fixation-s").value),
+      cue_s: Number($("cue-s").value), rest_s: Number($("rest-s").value)}));
+  } catch (error) { say(error.message); }
+}
+
+function progress(run) {
+  const expected = run.expected;
+  $("run-progress-label").textContent = expected ?
+    `${run.done} of ${expected} trials recorded` : `${run.done} trials`;
+  $("run-progress").max = expected || 1;
+  $("run-progress").value = expected ? run.done : 0;
+  $("run-progress").hidden = !expected;
+}
+
+// the cue display: a fixation cross, an arrow, or flickering targets (SSVEP)
+let flicker = null;
+function clearStage() {
+  stopFlicker();
+  $("stage").replaceChildren();
+  $("stage").setAttribute("aria-label", "rest");
+}
+
+function stageTargets(cued) {
+  const stage = $("stage");
+  stage.replaceChildren(...state.classes.map((c) => {
+    const box = text("div", c, {"data-class": c});
+    box.className = "target" + (c === cued ? " cued" : "");
+    return box;
+  }));
+}
+
+function startFlicker() {
+  stopFlicker();
+  const boxes = [...$("stage").querySelectorAll(".target")];
+  const freqs = boxes.map((b) => parseFloat(b.dataset.class));
+  const frame = (now) => {  // square wave per target, sampled at the screen's frames
+    boxes.forEach((box, i) => {
+      const on = Math.sin(2 * Math.PI * freqs[i] * now / 1000) >= 0;
+      box.style.background = on ? "#fff" : "#000";
+    });
+    flicker = requestAnimationFrame(frame);
+  };
+  flicker = requestAnimationFrame(frame);
+}
+
+function stopFlicker() {
+  if (flicker) cancelAnimationFrame(flicker);
+  flicker = null;
+  for (const box of $("stage").querySelectorAll(".target")) box.style.background = "";
+}
+
+function drawCue(message) {
+  const ssvep = state.choice && state.choice.paradigm === "ssvep";
+  const stage = $("stage");
+  if (message.type === "trial") {
+    stopFlicker();
+    if (ssvep) stageTargets(null); else stage.replaceChildren(text("span", "+"));
+    stage.setAttribute("aria-label", "fixation cross: get ready");
+  } else if (message.type === "cue") {
+    const word = CUE_WORDS[message.cue] || `Look at ${message.cue}`;
+    if (ssvep) { stageTargets(message.cue); startFlicker(); }
+    else stage.replaceChildren(text("span", ARROWS[message.cue] || message.cue));
+    stage.setAttribute("aria-label", word);
+    $("cue-text").textContent = word;
+    // answered once the frame with the cue is on the screen: the display lag
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      if (feed && feed.readyState === WebSocket.OPEN) {
+        feed.send(JSON.stringify({type: "shown", t: message.t}));
+      }
+    }));
+  } else if (message.type === "cue_end") {
+    stopFlicker();
+    stage.replaceChildren();
+    stage.setAttribute("aria-label", "rest");
+    $("cue-text").textContent = "Rest";
+  }
+}
+
+function addEvent(message) {
+  const list = $("run-events");
+  list.prepend(text("li", message.text || message.kind));
+  while (list.children.length > 20) list.lastChild.remove();
+}
+
+// -- step 4 ---------------------------------------------------------------------------
+function showTraining() {
+  const t = state.training || {};
+  const atTraining = state.step === "training";
+  if (!atTraining) return;
+  $("training-running").hidden = t.state !== "running";
+  $("training-result").hidden = t.state !== "done";
+  $("online-go").hidden = t.state === "running";
+  $("online-start").hidden = t.state !== "done";
+  if (t.state === "failed") say(`${t.error}${t.hint ? ` (${t.hint})` : ""}`);
+  if (t.state === "running") {
+    $("training-stage").textContent = t.stage || "Training…";
+    $("training-progress").value = t.progress || 0;
+  }
+  if (t.state === "done") showReport(t.report);
+}
+
+function showReport(r) {
+  $("verdict").textContent = r.good_enough ?
+    `Good enough to go online: ${pct(r.accuracy)} correct (chance ${pct(r.chance)}).` :
+    `Not good enough to go online yet: ${pct(r.accuracy)} correct (chance ${pct(r.chance)}).`;
+  $("verdict").className = r.good_enough ? "good" : "bad";
+  $("reasons").replaceChildren(...r.reasons.map((x) => text("li", x)));
+  const chart = $("accuracy-chart");
+  chart.setAttribute("aria-label", `Cross-validated accuracy ${pct(r.accuracy)}; ` +
+    `above ${pct(r.chance_threshold)} is better than chance with ${r.n_trials} trials`);
+  const track = text("div", ""); track.className = "bar-track";
+  const bar = text("div", ""); bar.className = "bar"; bar.style.width = pct(r.accuracy);
+  const mark = text("div", "", {title: "95% chance level"}); mark.className = "bar-mark";
+  mark.style.left = pct(r.chance_threshold);
+  track.append(bar, mark);
+  chart.replaceChildren(text("p", `Accuracy ${pct(r.accuracy)} (folds: ` +
+    `${r.fold_accuracies.map(pct).join(", ")}); the red mark is the 95% chance level ` +
+    `(${pct(r.chance_threshold)}) for ${r.n_trials} trials.`), track);
+  const labels = r.confusion.labels;
+  const head = document.createElement("tr");
+  head.append(text("th", "cued \\ decoded", {scope: "col"}),
+              ...labels.map((l) => text("th", l, {scope: "col"})));
+  $("confusion").tHead.replaceChildren(head);
+  $("confusion").tBodies[0].replaceChildren(...r.confusion.matrix.map((row, i) => {
+    const tr = document.createElement("tr");
+    tr.append(text("th", labels[i], {scope: "row"}), ...row.map((n) => text("td", String(n))));
+    return tr;
+  }));
+  const figures = r.patterns.map((p) => {
+    const figure = document.createElement("figure");
+    const img = text("img", "", {src: `data:image/png;base64,${p.png}`, alt: p.title});
+    figure.append(img, text("figcaption", p.title));
+    return figure;
+  });
+  if (r.patterns_note) figures.push(text("p", r.patterns_note));
+  $("patterns").replaceChildren(...figures);
+  $("online-override").hidden = r.good_enough;
+}
+
+// -- step 5 ---------------------------------------------------------------------------
+function showOnline() {
+  if (state.step !== "online") return;
+  const run = state.run, running = !!run && run.kind === "online";
+  const p = state.profile;
+  $("online-profile").textContent = p ? `Decoder ${p.decoder} from profile ${p.id}` +
+    (state.profile_reused ? " (reloaded: co-adaptation goes on from it)" : "") : "";
+  $("online-settings").hidden = running;
+  $("online-running").hidden = !running;
+  $("stage-box").hidden = !running;
+  if (running) progress(run);
+}
+
+async function startOnline(stimulationBox) {
+  say("");
+  clearStage();
+  const reason = $("online-override").hidden ? null : $("online-override-reason").value;
+  try {
+    show(await api("/api/online/start", {stimulation: $(stimulationBox).checked,
+                                         override_reason: reason || null}));
+  } catch (error) { say(error.message); }
+}
+
+function showDecision(message) {
+  const box = $("decision");
+  if (box.children.length !== message.classes.length) {
+    box.replaceChildren(...message.classes.map((c) => {
+      const row = document.createElement("div"); row.className = "class-row";
+      const meter = text("meter", "", {min: "0", max: "1", "aria-label": `probability of ${c}`});
+      meter.id = `p-${c}`;
+      row.append(text("span", CUE_WORDS[c] || c), meter, text("span", "", {id: `pv-${c}`}));
+      return row;
+    }));
+  }
+  message.classes.forEach((c, i) => {
+    $(`p-${c}`).value = message.p[i];
+    $(`pv-${c}`).textContent = pct(message.p[i]);
+  });
+}
+
+function showStatus(s) {
+  const fb = (s.feedback || [])[0] || {}, dec = (s.decoders || [])[0] || {};
+  const ev = s.events || {};
+  $("fig-accuracy").textContent = fb.accuracy == null ? "— (waiting for cued trials)" :
+    `${pct(fb.accuracy)} of ${fb.scored || fb.decisions} decisions`;
+  $("fig-version").textContent = dec.version == null ? "—" : `v${dec.version}` +
+    (dec.training ? ` (${dec.training})` : "");
+  $("fig-adaptation").textContent = `${ev.swaps || 0} updates served, ` +
+    `${ev.rollbacks || 0} rolled back, ${ev.drifts || 0} drifts seen`;
+  const lat = s.latency_ms || {};
+  $("fig-latency").textContent = lat.p50 == null ? "—" :
+    `p50 ${lat.p50} ms, p95 ${lat.p95} ms, p99 ${lat.p99} ms (last seconds)`;
+  const st = (s.streams || [])[0] || {};
+  $("fig-signal").textContent = st.measured_hz == null ? (st.state || "—") :
+    `${st.state || ""} ${Number(st.measured_hz).toFixed(0)} Hz, ${st.dropped || 0} samples dropped`;
+  const stim = (s.stimulators || [])[0];
+  $("arm").hidden = !stim || stim.state === "armed";
+  $("estop").hidden = !stim;
+  $("fig-stim").textContent = stim ? `${stim.state}; ${stim.delivered || 0} trains delivered` :
+    "none in this session";
+}
+
+// -- step 6 ---------------------------------------------------------------------------
+function showDone() {
+  if (state.step !== "done") return;
+  const saved = state.saved_profile;
+  $("done-text").textContent = `The session is saved in ${state.session_dir}. ` + (saved ?
+    `The newest co-adapted decoder is saved as profile ${saved.id}: choose it next time.` :
+    "No decoder version was saved.");
+}
+
+// -- the run feed -----------------------------------------------------------------------
+function openFeed() {
+  if (feed) return;
+  feed = new WebSocket(`ws://${location.host}/ws/run`);
+  feed.onmessage = (event) => {
+    const m = JSON.parse(event.data);
+    if (m.type === "state") { const {type, ...rest} = m; show(rest); }
+    else if (["trial", "cue", "cue_end"].includes(m.type)) drawCue(m);
+    else if (m.type === "progress" && state.run) { Object.assign(state.run, m); progress(state.run); }
+    else if (m.type === "decision") showDecision(m);
+    else if (m.type === "event") addEvent(m);
+    else if (m.type === "status") showStatus(m);
+    else if (m.type === "training") {
+      $("training-stage").textContent = m.stage; $("training-progress").value = m.progress;
+    } else if (m.type === "run_ended") { clearStage(); if (m.message) addEvent({text: m.message}); }
+  };
+  feed.onclose = () => {
+    feed = null;
+    // the server went on without the page: come back when it answers again
+    setTimeout(() => api("/api/state").then(show).catch(() => {}), 1000);
+  };
+}
+
+function closeFeed() { if (feed) { const f = feed; feed = null; f.onclose = null; f.close(); } }
+
+async function post(path) {
+  say("");
+  try {
+    const result = await api(path, {});
+    if (result.step) show(result);
+    return result;
+  } catch (error) { say(error.message); return null; }
 }
 
 async function loadSources() {
@@ -56,10 +378,11 @@ async function submitPatient(event) {
   const form = $("patient-form");
   const source = form.source.value === "simulator" ? {kind: "simulator"} : JSON.parse(form.source.value);
   const classes = [...form.querySelectorAll("input[name=classes]:checked")].map((c) => c.value);
-  try {
-    show(await api("/api/patient", {subject: form.subject.value.trim(),
-                                    paradigm: form.paradigm.value, classes, source}));
-  } catch (error) { say(error.message); }
+  const freqs = [...form.querySelectorAll("input[name=freqs]:checked")].map((c) => Number(c.value));
+  const body = {subject: form.subject.value.trim(), paradigm: form.paradigm.value, source,
+                profile: form.profile.value || null};
+  if (body.paradigm === "mi") body.classes = classes; else body.freqs = freqs;
+  try { show(await api("/api/patient", body)); } catch (error) { say(error.message); }
 }
 
 function drawTraces(message) {
@@ -145,8 +468,32 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("refresh-sources").addEventListener("click", () => loadSources().catch((e) => say(e.message)));
   $("signal-done").addEventListener("click", signalDone);
   for (const radio of document.querySelectorAll("input[name=paradigm]")) {
-    radio.addEventListener("change", () => { $("classes-field").hidden = radio.value !== "mi"; });
+    radio.addEventListener("change", () => {
+      $("classes-field").hidden = radio.value !== "mi";
+      $("freqs-field").hidden = radio.value !== "ssvep";
+    });
   }
+  $("subject").addEventListener("input", lookUpProfiles);
+  $("calibration-form").addEventListener("submit", startCalibration);
+  $("calibration-stop").addEventListener("click", () => post("/api/calibration/stop"));
+  $("train").addEventListener("click", () => post("/api/training/start"));
+  $("more-trials").addEventListener("click", () => post("/api/training/more"));
+  $("online-start").addEventListener("click", () => startOnline("stimulation"));
+  $("online-start-reused").addEventListener("click", () => startOnline("stimulation-reused"));
+  $("arm").addEventListener("click", async () => {
+    const result = await post("/api/online/arm");
+    if (result && !Object.values(result.armed).every(Boolean)) {
+      say("The stimulator refused to arm: see what happened below.");
+    }
+  });
+  $("estop").addEventListener("click", () => post("/api/online/estop"));
+  $("online-stop").addEventListener("click", () => post("/api/online/stop"));
+  document.addEventListener("keydown", (event) => {  // like the operator console
+    if (event.key === "Escape" && state && state.step === "online" && !$("estop").hidden) {
+      event.preventDefault();
+      post("/api/online/estop");
+    }
+  });
   try {
     show(await api("/api/state"));
     await loadSources();

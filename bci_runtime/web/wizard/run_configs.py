@@ -1,0 +1,129 @@
+"""The pipelines the wizard runs: the calibration run and the online closed loop.
+
+Both are ordinary pipeline configurations (validated and recorded like any
+``bci run``), built from the clinician's choices:
+
+* **calibration**: the source, and the cue schedule (``cue_schedule``) whose
+  markers the page shows and the recording keeps. The simulator cues its
+  simulated user itself, so its own ``markers`` are the cues.
+* **online**: the source, the cues, a causal band-pass, the co-adaptive decoder
+  started from the calibration profile (only the good channels), a feedback sink
+  that scores the decisions against the cues, and, when asked for, a simulated
+  stimulator triggered by the decoder behind the safety envelope's limits.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bci_runtime.web.wizard.choices import PatientChoice, source_node
+
+SOURCE = "eeg"
+CUES = "cues"
+DECODER = "decoder"
+STIMULATOR = "stimulator"
+#: online co-adaptation of each paradigm's wizard decoder (bench/drift_recovery.py)
+ADAPT = {"mi": ["ts-recenter", "partial-fit@200"], "ssvep": []}
+DECODERS = {"mi": "ts-lda", "ssvep": "ssvep-ensemble"}
+BANDS = {"mi": (1.0, 40.0), "ssvep": (3.0, 45.0)}
+
+
+class TrialSettings(BaseModel):
+    """How the calibration (and online) trials are cued, in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials_per_class: int = Field(20, ge=1, le=200, description="calibration trials per class")
+    fixation_s: float = Field(1.0, ge=0.2, le=5, description="fixation cross before the cue")
+    cue_s: float = Field(4.0, ge=1.0, le=10, description="imagery or flicker after the cue")
+    rest_s: float = Field(2.0, ge=0.5, le=10, description="rest after each trial")
+
+    def timing(self) -> dict[str, float]:
+        """The cued-trial timing (:class:`~bci_runtime.cued_trials.TrialTiming` fields)."""
+        return {"fixation_s": self.fixation_s, "imagery_s": self.cue_s,
+                "rest_s": self.rest_s, "first_s": 1.0}
+
+    @property
+    def trial_s(self) -> float:
+        return self.fixation_s + self.cue_s + self.rest_s
+
+
+class OnlineSettings(BaseModel):
+    """What the online loop adds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stimulation: bool = Field(False, description="a simulated stimulator triggered by the "
+                                                 "decoder (armed only on request)")
+
+
+def classes_of(choice: PatientChoice) -> list[str]:
+    """The cued classes: motor-imagery classes, or one per SSVEP flicker frequency."""
+    if choice.paradigm == "ssvep":
+        return [f"{round(f, 2):g}Hz" for f in choice.freqs]
+    return list(choice.classes)
+
+
+def default_stim_limits() -> Path:
+    """The shipped two-contact limits file (what the wizard's simulated stimulator obeys)."""
+    return Path(str(files("bci_runtime.pipelines") / "limits" / "two_contacts.yaml"))
+
+
+def calibration_config(choice: PatientChoice, trials: TrialSettings, preset: str,
+                       trials_per_class: int | None = None) -> dict[str, Any]:
+    """The calibration run: the source and its cues (recorded into the session)."""
+    per_class = trials.trials_per_class if trials_per_class is None else trials_per_class
+    nodes = _source_and_cues(choice, trials, preset, per_class)
+    return {"name": "calibration", "description": f"{choice.paradigm} calibration, "
+            f"{per_class} trials per class", "clock": "live", "nodes": nodes}
+
+
+def online_config(choice: PatientChoice, trials: TrialSettings, preset: str,
+                  profile: dict[str, Any], settings: OnlineSettings,
+                  stim_limits: Path | None = None) -> dict[str, Any]:
+    """The closed loop, its decoder starting from ``profile`` (see :mod:`.profiles`)."""
+    nodes = _source_and_cues(choice, trials, preset, None)
+    cues = f"{SOURCE}.markers" if choice.source.kind == "simulator" else f"{CUES}.markers"
+    if choice.source.kind == "simulator":  # the simulated user sees the decoded class
+        nodes[SOURCE]["params"]["user"] = {"delay_s": 0.2, "learning_rate": 0.05}
+        nodes[SOURCE]["inputs"] = {"feedback": {"from": f"{DECODER}.decision",
+                                                "delayed": True}}
+    low, high = profile["band"]
+    nodes["bandpass"] = {"type": "bandpass", "params": {"low": low, "high": high, "order": 4},
+                         "inputs": {"signal": f"{SOURCE}.signal"}}
+    nodes[DECODER] = {"type": "coadaptive_decoder", "params": {
+        "decoder": profile["decoder"], "classes": profile["classes"], "adapt": profile["adapt"],
+        "tmin": profile["tmin"], "tmax": profile["tmax"], "step_s": 0.1,
+        "channels": profile["channels"], "initial_model": profile["model"]["path"],
+        "initial_model_sha256": profile["model"]["sha256"]},
+        "inputs": {"signal": "bandpass.filtered", "labels": cues}}
+    nodes["feedback"] = {"type": "feedback", "params": {"console": False, "lsl": False},
+                         "inputs": {"decision": f"{DECODER}.decision", "truth": cues}}
+    if settings.stimulation:
+        nodes[STIMULATOR] = {"type": "stimulator", "params": {
+            "limits": str(stim_limits or default_stim_limits()),
+            "driver": {"type": "simulated"}, "mode": "triggered", "stale_ms": 300,
+            "trigger": {"channel": profile["classes"][0], "threshold": 0.9,
+                        "refractory_s": 2.0, "contact": "E2", "amplitude_ma": 1.5,
+                        "width_us": 90, "frequency_hz": 130, "n_pulses": 20}},
+            "inputs": {"control": f"{DECODER}.decision"}}
+    return {"name": "online", "description": f"{choice.paradigm} closed loop from the "
+            "calibration profile", "clock": "live", "nodes": nodes}
+
+
+def _source_and_cues(choice: PatientChoice, trials: TrialSettings, preset: str,
+                     per_class: int | None) -> dict[str, Any]:
+    source = source_node(choice, preset)
+    nodes: dict[str, Any] = {SOURCE: source}
+    if choice.source.kind == "simulator":
+        source["params"]["timing"] = trials.timing()
+        return nodes
+    cue_params: dict[str, Any] = {"classes": classes_of(choice), "timing": trials.timing()}
+    if per_class is not None:
+        cue_params["trials_per_class"] = per_class
+    nodes[CUES] = {"type": "cue_schedule", "params": cue_params}
+    return nodes
