@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bci_runtime.errors import ConfigError
 from bci_runtime.progress import progress_bars
 
@@ -190,31 +188,13 @@ def _freqs(text: str | None, events: dict[str, str]) -> list[float]:
 
 
 def _continuous(path: Path) -> Any:
-    """A recording file as the continuous signal and its events."""
-    from bci_runtime.decoders.trials import Continuous
-    from bci_runtime.drivers.recordings import load_recording
+    """A recording file as the continuous signal and its events (warnings to stderr)."""
+    from bci_runtime.decoders.trials import load_continuous
 
-    rec = load_recording(path)
-    for w in rec.warnings:
+    rec, warnings = load_continuous(path)
+    for w in warnings:
         print(f"bci: warning: {path.name}: {w}", file=sys.stderr)
-    signals = [s for s in rec.signals() if s.spec.type.upper() in ("EEG", "ECOG", "SEEG")] \
-        or rec.signals()
-    if not signals:
-        raise ConfigError(f"'{path}' holds no signal stream", hint="give an EEG recording")
-    signal = signals[0]
-    markers: list[str] = []
-    times: list[float] = []
-    for m in rec.markers():
-        markers += [str(v) for v in m.data[:, 0]]
-        times += m.timestamps.tolist()
-    order = np.argsort(times, kind="stable")
-    return Continuous(signal.data, signal.timestamps, signal.spec.srate or _rate(signal),
-                      signal.spec.channel_names, [markers[i] for i in order],
-                      np.asarray(times)[order], str(path))
-
-
-def _rate(signal: Any) -> float:
-    return float((signal.n_samples - 1) / max(signal.duration_s, 1e-9))
+    return rec
 
 
 def _list(args: argparse.Namespace, catalog: Any, strategies: Sequence[str]) -> int:

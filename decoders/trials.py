@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import signal as sps
@@ -102,6 +103,37 @@ class Trials:
         return Trials(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
                       np.concatenate(onsets), first.sfreq,
                       first.channel_names, [s for p in parts for s in p.sources])
+
+
+def load_continuous(path: Path) -> tuple[Continuous, list[str]]:
+    """A recording file (XDF, FIF, EDF...) as its signal and events, and its warnings.
+
+    The signal is the first EEG/ECoG/SEEG stream (else the first signal stream);
+    the events are every marker stream's, in time order.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, or holds no signal stream.
+    """
+    from bci_runtime.drivers.recordings import load_recording
+
+    rec = load_recording(path)
+    signals = [s for s in rec.signals() if s.spec.type.upper() in ("EEG", "ECOG", "SEEG")] \
+        or rec.signals()
+    if not signals:
+        raise ConfigError(f"'{path}' holds no signal stream", hint="give an EEG recording")
+    signal = signals[0]
+    markers: list[str] = []
+    times: list[float] = []
+    for m in rec.markers():
+        markers += [str(v) for v in m.data[:, 0]]
+        times += m.timestamps.tolist()
+    order = np.argsort(times, kind="stable")
+    rate = signal.spec.srate or float((signal.n_samples - 1) / max(signal.duration_s, 1e-9))
+    return (Continuous(signal.data, signal.timestamps, rate, signal.spec.channel_names,
+                       [markers[i] for i in order], np.asarray(times)[order], str(path)),
+            list(rec.warnings))
 
 
 def event_code(marker: str) -> str:
