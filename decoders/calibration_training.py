@@ -173,6 +173,8 @@ def train_from_recordings(paths: Sequence[Path], *, paradigm: str, classes: Sequ
     return {
         "paradigm": paradigm, "decoder": entry.name, "adapt": adapt,
         "classes": list(classes), "freqs": class_freqs,
+        # the order of the model's decision columns (an online node takes its classes so)
+        "model_classes": [str(c) for c in model.classes_],
         "channels": list(trials.channel_names), "bad_channels": bad,
         "sfreq": float(trials.sfreq), "tmin": tmin, "tmax": tmax,
         "band": [float(band[0]), float(band[1])], "n_trials": n,

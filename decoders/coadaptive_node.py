@@ -13,12 +13,40 @@ marker on the ``model`` port (recorded with the session), stamped with the
 first window the new version served or the trial that decided it. A replay
 gives the install timestamps back as ``install_at``, so the same versions serve
 the same windows.
+
+Continuing from an earlier model
+    ``initial_model`` names a model file (written by
+    :func:`~bci_runtime.decoders.model_store.save_model`) holding a fitted
+    :class:`~bci_runtime.decoders.adaptation.CoAdaptiveDecoder`: a calibration
+    wizard's model, or a version an earlier session archived (see
+    :func:`last_serving_version`). The node then does not calibrate: the model is
+    version 1 and serves from the first window (``model/online`` with ``"source":
+    "initial_model"``, the file's ``path`` and ``sha256``), and every labelled
+    trial feeds co-adaptation as after a calibration. The drift detector takes
+    its reference from the session's first ``calibration_trials`` trials per
+    class. Everything about the file (missing, hash, not a fitted
+    CoAdaptiveDecoder, classes, decoder, strategies, channels, rate, window) is
+    checked when the graph is configured, before the run starts.
+
+``channels`` picks the model's channels from the input by name, in the model's
+order (one precomputed fancy index per chunk), so a pipeline can leave out
+channels marked bad.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import json
+import math
+import os
+import re
+import tempfile
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,12 +58,61 @@ from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategies
 from bci_runtime.decoders.drift_detector import CovarianceDrift
 from bci_runtime.decoders.lifecycle import Job, ModelLifecycle
 from bci_runtime.decoders.linear import decision_outputs
+from bci_runtime.errors import ConfigError, ModelFileError
 from bci_runtime.labels import LabelTracker
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Output
 from bci_runtime.ringbuffer import RingBuffer
 from bci_runtime.spec import StreamSpec, require_regular
 
 MARGIN_S = 10.0  # buffered beyond the trial window, for chunks of any sensible size
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class InitialModel:
+    """An ``initial_model`` file as the node read it.
+
+    Attributes
+    ----------
+    path : Path
+        The file, resolved.
+    data : bytes
+        Its bytes (what the session archives as version 1).
+    sha256 : str
+        SHA-256 hex digest of ``data``.
+    model : CoAdaptiveDecoder
+        What it holds (checked by the node before use).
+    """
+
+    path: Path
+    data: bytes
+    sha256: str
+    model: Any
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    """The model version a session's decoder node served last.
+
+    Attributes
+    ----------
+    node : str
+        The decoder node.
+    version : int
+    path : Path
+        Its model file in the session (``models/<node>/model-<version>.bcimodel``).
+    sha256 : str
+        The file's SHA-256, as the models folder's ``models.json`` records it.
+    """
+
+    node: str
+    version: int
+    path: Path
+    sha256: str
+
+    def as_params(self) -> dict[str, str]:
+        """``initial_model`` and ``initial_model_sha256`` node parameters continuing from it."""
+        return {"initial_model": str(self.path), "initial_model_sha256": self.sha256}
 
 
 class CoAdaptiveDecoderParams(NodeParams):
@@ -71,6 +148,16 @@ class CoAdaptiveDecoderParams(NodeParams):
         None, description="first-window timestamps of each install in a recorded session "
         "(its 'model' stream): jobs run inline and each version is installed where it was. "
         "`bci replay` sets it")
+    initial_model: str | None = Field(
+        None, description="model file (save_model) holding a fitted CoAdaptiveDecoder, e.g. "
+        "the wizard's or a session's last serving version (a relative path is taken from the "
+        "working directory): it serves from the first window (no calibration) and "
+        "co-adaptation continues from it")
+    initial_model_sha256: str | None = Field(
+        None, description="SHA-256 (hex) the initial_model file must have")
+    channels: list[str] | None = Field(
+        None, min_length=1, description="input channels the model takes, by name, in the "
+        "model's order (default: every input channel as it comes)")
 
 
 class CoAdaptiveDecoderNode(Node):
@@ -83,16 +170,188 @@ class CoAdaptiveDecoderNode(Node):
     decision = Output("signal", doc="(n_windows, n_classes) class probabilities")
     model = Output("events", doc="'model/<kind> {json}': online, shadow, swap, rollback, drift")
 
+    def __init__(self, name: str,
+                 params: NodeParams | Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, params)
+        self._pick: np.ndarray | None = None  # input columns of the model's channels
+        self._n_channels = 0
+        self._initial: InitialModel | None = None
+
     def configure(self, inputs: dict[str, StreamSpec]) -> dict[str, StreamSpec]:
+        """Check the input, the channel pick and the initial model; declare the outputs.
+
+        Reads (never writes) the ``initial_model`` file, so that ``bci validate``
+        and the graph's start refuse a bad one before anything runs.
+
+        Raises
+        ------
+        ConfigError
+            Naming the node and the parameter: a channel missing from the input
+            (listing the input's), an initial model file that is missing,
+            unreadable, not ours, of another hash, not a fitted
+            CoAdaptiveDecoder, or fitted for other classes, decoder, strategies,
+            channel count, rate or window.
+        """
         spec = inputs["signal"]
         require_regular(spec, node=self.name, port="signal")
         p = self.params
         if p.tmax <= p.tmin:
             raise self.spec_error("signal", f"tmax {p.tmax} must be after tmin {p.tmin}")
-        catalog.get(p.decoder)  # an unknown name fails at load, listing the names
+        entry = catalog.get(p.decoder)  # an unknown name fails at load, listing the names
         for name in p.adapt:
             make_strategies(name)
+        self._pick = self._channel_pick(spec)
+        self._n_channels = spec.n_channels if p.channels is None else len(p.channels)
+        if p.initial_model is None:
+            if p.initial_model_sha256 is not None:
+                raise self._param_error("initial_model_sha256", "is set but initial_model is "
+                                        "not", hint="give initial_model, or drop the hash")
+        else:
+            if p.install_at is not None and not p.install_at:
+                raise self._param_error(
+                    "initial_model", "install_at is empty: the recorded session never "
+                    "installed a model, but an initial model serves from the first window",
+                    hint="replay the session through its own pipeline, without "
+                    "initial_model")
+            self._check_initial(self._load_initial(), spec, entry)
         return decision_outputs(self.name, p.classes, spec.source_id)
+
+    def _param_error(self, param: str, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(f"node '{self.name}' parameter '{param}': {message}", hint=hint)
+
+    def _channel_pick(self, spec: StreamSpec) -> np.ndarray | None:
+        """Input column of each of ``channels``, shape (n_picked,); None to take them all."""
+        names = self.params.channels
+        if names is None:
+            return None
+        available = list(spec.channel_names)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise self._param_error("channels", f"names {repeated} more than once",
+                                    hint="name each channel once")
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise self._param_error(
+                "channels", f"{missing} not in input 'signal' ('{spec.name}'), whose "
+                f"channels are {available}",
+                hint="name channels of the input (names are case-sensitive); a channel "
+                "left out upstream cannot be picked")
+        ambiguous = sorted({n for n in names if available.count(n) > 1})
+        if ambiguous:
+            raise self._param_error("channels", f"{ambiguous} name more than one channel of "
+                                    f"input 'signal' (its channels: {available})",
+                                    hint="give the input's channels unique names")
+        index = np.array([available.index(n) for n in names], dtype=np.intp)
+        if index.size == len(available) and np.array_equal(index, np.arange(index.size)):
+            return None  # every channel, in order: nothing to pick
+        return index
+
+    def _load_initial(self) -> InitialModel:
+        """Read, hash and load ``initial_model`` (once per node)."""
+        if self._initial is not None:
+            return self._initial
+        from bci_runtime.decoders.model_store import load_model
+
+        p = self.params
+        path = Path(str(p.initial_model)).expanduser().resolve()
+        where = "initial_model"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise self._param_error(
+                where, f"model file {path} does not exist",
+                hint="give a file written by save_model: the wizard's, or a session's "
+                "models/<node>/model-<N>.bcimodel (last_serving_version names it)") from None
+        except OSError as exc:
+            raise self._param_error(where, f"cannot read model file {path}: "
+                                    f"{exc.strerror or exc}",
+                                    hint="check the path and its permissions") from exc
+        sha256 = hashlib.sha256(data).hexdigest()
+        if p.initial_model_sha256 is not None:
+            expected = p.initial_model_sha256.strip().lower()
+            if not _SHA256.fullmatch(expected):
+                raise self._param_error("initial_model_sha256",
+                                        f"{p.initial_model_sha256!r} is not a SHA-256 hex "
+                                        "digest", hint="64 hexadecimal characters, as "
+                                        "models.json records them")
+            if sha256 != expected:
+                raise self._param_error(
+                    "initial_model_sha256", f"model file {path} has SHA-256 {sha256}, but "
+                    f"{expected} was expected",
+                    hint="the file was changed or is not the one meant: restore it, or give "
+                    "the hash its models.json records")
+        try:
+            model = load_model(path, sha256=sha256)  # parses the bytes just hashed
+        except ModelFileError as exc:
+            raise self._param_error(where, exc.message, hint=exc.hint) from exc
+        self._initial = InitialModel(path, data, sha256, model)
+        return self._initial
+
+    def _check_initial(self, initial: InitialModel, spec: StreamSpec, entry: Any) -> None:
+        """Refuse a model this node cannot serve and continue adapting."""
+        p, model, path = self.params, initial.model, initial.path
+        where = "initial_model"
+        if not isinstance(model, CoAdaptiveDecoder):
+            raise self._param_error(
+                where, f"{path} holds a {type(model).__module__}.{type(model).__qualname__}, "
+                "not a CoAdaptiveDecoder",
+                hint="save CoAdaptiveDecoder(decoder, strategies).fit(X, y) with save_model "
+                "(as the wizard and the node's archived versions do)")
+        if not hasattr(model, "decoder_") or not hasattr(model, "classes_"):
+            raise self._param_error(where, f"{path} holds a CoAdaptiveDecoder that was never "
+                                    "fitted", hint="fit it on calibration trials before "
+                                    "saving it")
+        classes = [str(c) for c in np.asarray(model.classes_).tolist()]
+        if classes != list(p.classes):
+            same = sorted(classes) == sorted(p.classes)
+            raise self._param_error(
+                where, f"the model in {path} decodes classes {classes}, the node's classes "
+                f"are {list(p.classes)}" + (" (another order)" if same else ""),
+                hint=f"set classes: {classes} (the decision columns follow the model)" if same
+                else "set the node's classes to the model's, or load a model fitted on "
+                f"{list(p.classes)}")
+        decoder = model.decoder_
+        wanted = type(entry.make(catalog.DecoderContext(sfreq=spec.srate,
+                                                        classes=list(p.classes))))
+        if type(decoder) is not wanted:
+            names = [e.name for e in catalog.entries()
+                     if e.target.partition(":")[2] == type(decoder).__name__]
+            raise self._param_error(
+                where, f"the model's decoder is a {type(decoder).__name__}, but the node's "
+                f"decoder '{p.decoder}' is a {wanted.__name__} (recalibrations fit the node's "
+                "decoder)", hint=f"set decoder: {names[0]}" if names else
+                "load a model of a catalog decoder (bci evaluate --list)")
+        have = [s.name for s in getattr(model, "strategies_", [])]
+        want = [s.name for name in p.adapt for s in make_strategies(name)]
+        if have != want:
+            raise self._param_error(
+                where, f"the model adapts with strategies {have}, the node's adapt gives "
+                f"{want} (recalibrated versions would adapt differently)",
+                hint=f"set adapt: [{'+'.join(have)}]" if have else "set adapt: []")
+        fitted = getattr(decoder, "n_channels_", None)
+        if fitted is not None and int(fitted) != self._n_channels:
+            picked = "picked by 'channels' from" if p.channels is not None else "of"
+            raise self._param_error(
+                where, f"the model was fitted on {int(fitted)} channels, but the node gets "
+                f"{self._n_channels} channels {picked} input 'signal' (whose channels are "
+                f"{list(spec.channel_names)})",
+                hint="name the model's channels, in its order, with the 'channels' parameter")
+        sfreq = getattr(decoder, "sfreq", None)
+        if isinstance(sfreq, Real) and not isinstance(sfreq, bool) and not math.isclose(
+                float(sfreq), spec.srate, rel_tol=1e-6):
+            raise self._param_error(
+                where, f"the model was fitted at {float(sfreq):g} Hz, but input 'signal' is "
+                f"sampled at {spec.srate:g} Hz",
+                hint=f"resample the input to {float(sfreq):g} Hz, or load a model fitted at "
+                f"{spec.srate:g} Hz")
+        n_times = getattr(decoder, "n_times_", None)
+        window = int(round((p.tmax - p.tmin) * spec.srate))
+        if n_times is not None and int(n_times) != window:
+            raise self._param_error(
+                where, f"the model was fitted on windows of {int(n_times)} samples "
+                f"({int(n_times) / spec.srate:g} s), but tmax - tmin gives {window} samples "
+                f"({p.tmax - p.tmin:g} s)",
+                hint="set tmin and tmax to the window the model was calibrated on")
 
     def open(self, context: NodeContext) -> None:
         super().open(context)
@@ -101,7 +360,7 @@ class CoAdaptiveDecoderNode(Node):
         self._n = int(round((p.tmax - p.tmin) * spec.srate))
         self._step = max(1, int(round(p.step_s * spec.srate)))
         capacity = int((p.tmax + MARGIN_S) * spec.srate)
-        self._ring = RingBuffer(capacity, spec.n_channels, np.float64)
+        self._ring = RingBuffer(capacity, self._n_channels, np.float64)
         self._since = 0
         self._tracker = LabelTracker(p.label_prefix, "\x00never", 0.0)
         self._next_span = 0
@@ -115,7 +374,7 @@ class CoAdaptiveDecoderNode(Node):
         self._model_spec = self.output_specs["model"]
         entry = catalog.get(p.decoder)
         ctx = catalog.DecoderContext(sfreq=spec.srate, classes=list(p.classes),
-                                     seed=context.seed, n_channels=spec.n_channels)
+                                     seed=context.seed, n_channels=self._n_channels)
         strategy_params = {} if p.half_life is None else {"half_life": p.half_life}
 
         def make_model() -> CoAdaptiveDecoder:
@@ -131,6 +390,15 @@ class CoAdaptiveDecoderNode(Node):
             on_event=lambda kind, details: self._events.append((kind, details)),
             background=not context.clock.simulated, install_at=p.install_at,
             archive=self._archiver(context), isolation=self._isolation(entry))
+        # a replay of a session that started from the initial model installs it at the
+        # recorded first window; one that calibrated online cannot be replayed with it
+        self._check_start = p.initial_model is not None and p.install_at is not None
+        if p.initial_model is not None:
+            initial = self._load_initial()  # read and checked at configure
+            self.lifecycle.start_from(initial.model, origin={
+                "source": "initial_model", "path": str(initial.path),
+                "sha256": initial.sha256})
+            self._calibrating = False
 
     def _isolation(self, entry: Any) -> str:
         if self.params.training != "auto":
@@ -146,9 +414,14 @@ class CoAdaptiveDecoderNode(Node):
         folder = context.session_dir / "models" / self.name
 
         def archive(version: Any) -> dict[str, Any]:
-            entry = save_version(folder, version.model, version.version,
-                                 parent=version.parent,
-                                 metrics={"reason": version.reason, **version.trained_on})
+            metrics = {"reason": version.reason, **version.trained_on}
+            if version.reason == "initial_model" and self._initial is not None:
+                # the very file it started from, so its hash is the one the marker names
+                metrics["source"] = str(self._initial.path)
+                entry = _store_file(folder, self._initial.data, version.version, metrics)
+            else:
+                entry = save_version(folder, version.model, version.version,
+                                     parent=version.parent, metrics=metrics)
             return {"file": entry["file"], "sha256": entry["sha256"]}
         return archive
 
@@ -157,10 +430,14 @@ class CoAdaptiveDecoderNode(Node):
             self._tracker.update(chunk)
             return None
         x, ts = chunk.data, chunk.timestamps
+        if self._pick is not None:
+            x = x[:, self._pick]  # the model's channels, in its order
         windows = self._buffer(x, ts)  # sample offsets (from the newest) of window ends
         out: dict[str, AnyChunk] = {}
         if windows:
             stamps = np.array([ts[len(ts) - 1 - o] for o in windows])
+            if self._check_start:
+                self._check_replayed_start(float(stamps[0]))
             self.lifecycle.poll(float(stamps[0]))  # installs go live between two chunks
             if self.lifecycle.online:
                 data, _ = self._ring.latest(self._n + windows[0])
@@ -171,6 +448,19 @@ class CoAdaptiveDecoderNode(Node):
         if self._events:
             out["model"] = self._model_events()
         return out or None
+
+    def _check_replayed_start(self, first_window: float) -> None:
+        """Replay: the recorded run must have served its first version from its first window."""
+        self._check_start = False
+        recorded = (self.params.install_at or [math.inf])[0]
+        if recorded > first_window:
+            raise ConfigError(
+                f"node '{self.name}' parameter 'initial_model': the replayed session's first "
+                f"model went online at t={recorded:.6f}, after the first window "
+                f"(t={first_window:.6f}) an initial model serves: that session calibrated "
+                "online, so it cannot be replayed with initial_model",
+                hint="replay it through its own pipeline (its config.yaml), without "
+                "initial_model")
 
     def _buffer(self, x: np.ndarray, ts: np.ndarray) -> list[int]:
         """Write the chunk; the window ends it completes, as offsets from its newest sample."""
@@ -216,8 +506,13 @@ class CoAdaptiveDecoderNode(Node):
             if self.lifecycle.online:
                 correct = self.lifecycle.serving.model.predict(X) == y  # type: ignore[union-attr]
             self.lifecycle.submit(Job("update", X, y, correct=correct, times=np.array([t])))
-            if self._drift is not None and self._drift.update(X):
-                self._recalibrate(newest)
+            if self._drift is not None:
+                if self._drift.update(X):
+                    self._recalibrate(newest)
+            elif self._drift_reference_due():
+                # started from an initial model: the session's first trials are the reference
+                X0 = np.stack([e for e, _, _ in self._trials])
+                self._drift = CovarianceDrift(p.drift_window, p.drift_threshold).fit(X0)  # type: ignore[arg-type]
 
     def _epoch(self, start: float) -> np.ndarray | None:
         data, times = self._ring.latest(len(self._ring))
@@ -225,6 +520,14 @@ class CoAdaptiveDecoderNode(Node):
         if i + self._n > len(times) or i == 0 and times[0] > start:
             return None  # fell out of the buffer (or before the first sample)
         return np.ascontiguousarray(data[i:i + self._n].T)
+
+    def _drift_reference_due(self) -> bool:
+        """Whether the trials so far hold ``calibration_trials`` of every class."""
+        p = self.params
+        if p.drift_threshold is None:
+            return False
+        labels = [label for _, label, _ in self._trials]
+        return min(labels.count(c) for c in p.classes) >= p.calibration_trials
 
     def _maybe_calibrate(self) -> None:
         p = self.params
@@ -277,3 +580,107 @@ class CoAdaptiveDecoderNode(Node):
             "serving_version": None if serving is None else serving.version,
             "swaps": self._counts["swap"], "rollbacks": self._counts["rollback"],
             "drift_detections": self._counts["drift"]} if serving is not None else None}
+
+
+def _store_file(folder: Path, data: bytes, version: int, metrics: dict[str, Any]
+                ) -> dict[str, Any]:
+    """Write model file bytes as ``version`` of a models folder and list it in its manifest.
+
+    As :func:`~bci_runtime.decoders.model_store.save_version`, but the bytes are
+    kept as they are (an initial model file), so its SHA-256 stays the file's.
+    """
+    from bci_runtime.decoders.model_store import (
+        EXTENSION,
+        MANIFEST,
+        read_manifest,
+        write_manifest,
+    )
+
+    file = f"model-{version}{EXTENSION}"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / file)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ModelFileError(f"cannot write model file {folder / file}: {exc}") from exc
+    entries = read_manifest(folder) if (folder / MANIFEST).exists() else {}
+    entry = {"file": file, "sha256": hashlib.sha256(data).hexdigest(), "parent": None,
+             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "metrics": dict(metrics)}
+    entries[str(version)] = entry
+    write_manifest(folder, entries)
+    return entry
+
+
+def last_serving_version(session_dir: str | os.PathLike[str],
+                         node: str = "decoder") -> ServingVersion:
+    """The model version a co-adaptive decoder node served last in a session, and its file.
+
+    What continues co-adaptation another day: pass ``path`` and ``sha256`` as
+    the node's ``initial_model`` and ``initial_model_sha256``
+    (:meth:`ServingVersion.as_params`). The session's ``events.jsonl`` says which
+    version served (the last ``model_online`` or ``model_swap`` of ``node``; a
+    rollback keeps the version that served), its ``models/<node>/models.json``
+    where that version's file is and its hash.
+
+    Parameters
+    ----------
+    session_dir : path-like
+        A session folder (``bci run`` writes one per run).
+    node : str
+        The decoder node's name in the pipeline.
+
+    Returns
+    -------
+    ServingVersion
+
+    Raises
+    ------
+    ConfigError
+        The folder has no events log, the node never served a version, or the
+        version's file is not listed or missing.
+    """
+    from bci_runtime.decoders.model_store import read_manifest
+
+    session = Path(session_dir)
+    log = session / "events.jsonl"
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"session '{session}' has no readable events log ({log.name}): "
+                          f"{exc.strerror or exc}",
+                          hint="give a session folder written by bci run") from exc
+    version: int | None = None
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash: what came before it still counts
+        if (isinstance(event, dict) and event.get("node") == node
+                and event.get("event") in ("model_online", "model_swap")
+                and isinstance(event.get("version"), int)):
+            version = event["version"]
+    if version is None:
+        raise ConfigError(f"session '{session}': node '{node}' never served a model version",
+                          hint="check the node name; a session stopped before its "
+                          "calibration has no model to continue from")
+    folder = session / "models" / node
+    try:
+        entry = read_manifest(folder).get(str(version))
+    except ModelFileError as exc:
+        raise ConfigError(f"session '{session}': {exc.message}", hint=exc.hint) from exc
+    if entry is None:
+        raise ConfigError(f"session '{session}': version {version} of node '{node}' served "
+                          f"but {folder / 'models.json'} does not list it",
+                          hint="the session's models folder is incomplete")
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise ConfigError(f"session '{session}': the model file of version {version} of "
+                          f"node '{node}' is missing: {path}",
+                          hint="restore the session folder from a copy")
+    return ServingVersion(node, version, path, entry["sha256"])

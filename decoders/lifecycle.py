@@ -17,6 +17,10 @@ change of the model is computed elsewhere:
    descends from it and takes its place; the branch's shadow record goes on.
    A rollback also resets the worker's copy to the serving version.
 
+Instead of a calibration, :meth:`~ModelLifecycle.start_from` can make a model
+fitted elsewhere (an earlier session's serving version) the first version; the
+worker's copy then continues from it.
+
 Training runs in the worker thread, or in a child process for models whose
 training holds the GIL (``isolation="process"``, see
 :mod:`~bci_runtime.decoders.training_worker`).
@@ -44,6 +48,7 @@ from bci_runtime.decoders.training_worker import (  # noqa: F401 - model_digest 
     InlineTrainer,
     ProcessTrainer,
     model_digest,
+    serving_copy,
 )
 from bci_runtime.errors import DecoderError
 
@@ -55,11 +60,12 @@ class ModelVersion:
     Attributes
     ----------
     version : int
-        1 for the calibrated model, then one more per published update.
+        1 for the calibrated (or initial) model, then one more per published update.
     parent : int or None
         The version it was derived from.
     reason : str
-        ``calibration``, ``update`` or ``recalibration``.
+        ``calibration``, ``initial_model`` (fitted elsewhere, see
+        :meth:`ModelLifecycle.start_from`), ``update`` or ``recalibration``.
     model : estimator
         The fitted model (owned by the lifecycle; never mutated once published).
     trained_on : dict
@@ -69,6 +75,9 @@ class ModelVersion:
         SHA-256 of its parameters (see :func:`model_digest`).
     metrics : dict
         Shadow evaluation: ``shadow_trials``, ``accuracy``, ``serving_accuracy``.
+    origin : dict
+        Where a version not trained here came from (e.g. ``source``, ``path``,
+        ``sha256`` of an initial model file); empty otherwise.
     """
 
     version: int
@@ -80,12 +89,13 @@ class ModelVersion:
     metrics: dict[str, Any] = field(default_factory=dict)
     epoch: int = 0
     stored: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary (no parameters)."""
         return {"version": self.version, "parent": self.parent, "reason": self.reason,
                 "trained_on": self.trained_on, "digest": self.digest, "metrics": self.metrics,
-                **self.stored}
+                **self.origin, **self.stored}
 
 
 @dataclass
@@ -261,6 +271,53 @@ class ModelLifecycle:
             self._jobs.put(job)
         else:
             self._run(job)
+
+    def start_from(self, model: Any, *, origin: dict[str, Any] | None = None) -> ModelVersion:
+        """Serve ``model``, fitted elsewhere, as version 1 instead of calibrating.
+
+        The version is published at once (and archived, in the calling thread),
+        so the next :meth:`poll` installs it (with ``install_at``: at its first
+        recorded install); the worker's copy continues from ``model``, so
+        updates, shadow, rollbacks and recalibrations go on as after a
+        calibration.
+
+        Parameters
+        ----------
+        model : estimator
+            A fitted model (e.g. a loaded
+            :class:`~bci_runtime.decoders.adaptation.CoAdaptiveDecoder`); the
+            lifecycle works on copies of it.
+        origin : dict, optional
+            JSON-ready description of where it came from, added to the version's
+            description (its events and markers).
+
+        Returns
+        -------
+        ModelVersion
+            The published version.
+
+        Raises
+        ------
+        DecoderError
+            When a version or a job came first: only the first version can start
+            from a model.
+        """
+        if self._next_version != 1 or self.versions or self._ready or self.pending():
+            raise DecoderError("start_from: the lifecycle already has a version or a job",
+                               hint="start from a model before submitting any job")
+        published = serving_copy(model)
+        version = ModelVersion(
+            version=self._next_version, parent=None, reason="initial_model", model=published,
+            trained_on={"trials": 0, "first": None, "last": None},
+            digest=model_digest(published), epoch=self._epoch, origin=dict(origin or {}))
+        self._next_version += 1
+        if self.archive is not None:
+            version.stored = dict(self.archive(version))
+        with self._ready_lock:
+            self._ready.append(version)
+        # the worker continues from the full model (training buffers included), in queue order
+        self.submit(Job("reset", model=model, parent=version.version))
+        return version
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker after the jobs already queued."""

@@ -147,7 +147,8 @@ class Wizard:
     def _reloadable_profile(self, choice: PatientChoice) -> dict[str, Any]:
         profile = profiles.load_profile(self.sessions_root, choice.subject,
                                         choice.profile)  # type: ignore[arg-type]
-        if profile["paradigm"] != choice.paradigm or profile["classes"] != classes_of(choice):
+        if profile["paradigm"] != choice.paradigm \
+                or sorted(profile["classes"]) != sorted(classes_of(choice)):
             raise ConfigError(
                 f"profile {choice.profile} is for {profile['paradigm']} with classes "
                 f"{', '.join(profile['classes'])}, not {choice.paradigm} with "
@@ -293,8 +294,9 @@ class Wizard:
             (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
             profile = profiles.save_profile(
                 self.sessions_root, choice.subject, self.session_dir.name,  # type: ignore[union-attr]
-                {**{k: report[k] for k in ("paradigm", "classes", "channels", "decoder",
-                                           "adapt", "tmin", "tmax")},
+                {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt",
+                                           "tmin", "tmax")},
+                 "classes": report["model_classes"],  # the decision columns' order
                  "band": list(report.get("band") or BANDS[paradigm]),
                  "bad_channels": sorted(self.bad_channels), "trials": self.trials.model_dump(),
                  "accuracy": report["accuracy"], "chance": report["chance"],
@@ -397,7 +399,11 @@ class Wizard:
             run.stop("stopped", "stopped by the clinician")
         self._wait_ended(run)
         with self._lock:
-            latest = plugin("latest_model")(run.folder)
+            try:
+                latest = plugin("latest_model")(run.folder).path
+            except ConfigError as exc:  # it never served: the profile it started from stays
+                latest = None
+                self._log("wizard_profile_not_saved", reason=exc.message)
             if latest is not None and self.profile is not None:
                 self.saved_profile = profiles.save_profile(
                     self.sessions_root, self.choice.subject, self.session_dir.name,  # type: ignore[union-attr]
