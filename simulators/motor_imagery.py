@@ -102,6 +102,7 @@ class MotorImageryEeg(Generator):
         self.classes = list(p.classes)
         ss = np.random.SeedSequence(seed)
         subject, task, sig, art = (np.random.default_rng(s) for s in ss.spawn(4))
+        subject = p.subject_rng(subject)
         self.task = CuedTrials(self.classes, p.timing, p.srate, task)
         self.user = SimulatedUser(user or UserParams(), len(self.classes), self.classes)
         self.head = HeadModel(self.channel_names)

@@ -60,6 +60,15 @@ class ScalpEegParams(BaseModel):
     blink_uv: float = Field(80.0, ge=0, description="blink amplitude at Fp1/Fp2 (uV)")
     emg_rate_hz: float = Field(0.03, ge=0, description="muscle bursts per second")
     emg_uv: float = Field(15.0, ge=0, description="EMG burst RMS at temporal sites (uV)")
+    subject_seed: int | None = Field(None, ge=0, description="seed of the simulated subject "
+                                     "alone (head, sources, rhythm peaks): the same subject "
+                                     "in runs of other seeds; default: from the run's seed")
+
+    def subject_rng(self, spawned: np.random.Generator) -> np.random.Generator:
+        """The subject's generator: from ``subject_seed`` if given, else ``spawned``."""
+        if self.subject_seed is None:
+            return spawned
+        return np.random.default_rng(np.random.SeedSequence([self.subject_seed, 0x5B]))
 
     @model_validator(mode="after")
     def _channel_list(self) -> ScalpEegParams:

@@ -189,6 +189,7 @@ class SsvepEeg(Generator):
         self.freqs = np.array(p.freqs)
         ss = np.random.SeedSequence(seed)
         subject, task, sig, art = (np.random.default_rng(s) for s in ss.spawn(4))
+        subject = p.subject_rng(subject)
         self.task = CuedTrials(self.classes, p.timing, p.srate, task)
         self.user = SimulatedUser(user or UserParams(), len(self.classes), self.classes)
         self.head = HeadModel(self.channel_names)

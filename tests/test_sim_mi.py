@@ -379,3 +379,14 @@ def test_neutral_effects_change_nothing():
     e = DriftEffects.neutral(4, 3)
     assert e.modulation == 1.0 and not e.dropout.any() and not e.shifts
     assert Transport().kind == "transport"
+
+
+def test_a_subject_seed_keeps_the_subject_across_runs_of_other_seeds():
+    params = MotorImageryParams(n_channels=8, subject_seed=42)
+    a, b = MotorImageryEeg(params, seed=1), MotorImageryEeg(params, seed=2)
+    other = MotorImageryEeg(MotorImageryParams(n_channels=8, subject_seed=43), seed=1)
+    # the same head and sources (the same patient)...
+    np.testing.assert_array_equal(a._mixing.base, b._mixing.base)
+    assert not np.allclose(a._mixing.base, other._mixing.base)
+    # ...but another day's noise and cue order
+    assert not np.allclose(a.next_block(500).data, b.next_block(500).data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -82,8 +83,14 @@ def source_node(choice: PatientChoice, preset: str) -> dict[str, Any]:
     if choice.paradigm == "ssvep":
         return {"type": "simulated_ssvep", "params": {
             "freqs": list(choice.freqs), "rest_class": False, "chunk_size": 10,
-            "drift": {"scenario": preset}}}
+            "subject_seed": subject_seed(choice.subject), "drift": {"scenario": preset}}}
     return {"type": "simulated_eeg", "params": {
         "n_channels": 8, "channels": ["C3", "C4", "Cz", "FC3", "FC4", "CP3", "CP4", "Pz"],
         "srate": 250, "chunk_size": 10, "classes": choice.classes, "erd": 0.4, "mu_uv": 16,
-        "background_uv": 5, "drift": {"scenario": preset}}}
+        "background_uv": 5, "subject_seed": subject_seed(choice.subject),
+        "drift": {"scenario": preset}}}
+
+
+def subject_seed(subject: str) -> int:
+    """The simulated patient of a subject id: the same head and rhythms in every run."""
+    return zlib.crc32(subject.encode("utf-8")) & 0x7FFFFFFF

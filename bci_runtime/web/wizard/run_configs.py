@@ -14,6 +14,7 @@ Both are ordinary pipeline configurations (validated and recorded like any
 
 from __future__ import annotations
 
+import zlib
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -68,22 +69,28 @@ def classes_of(choice: PatientChoice) -> list[str]:
     return list(choice.classes)
 
 
+def run_seed(session_dir: Path, run: str) -> int:
+    """Each run's seed: another day's noise and cue order for every run (reproducible)."""
+    return zlib.crc32(f"{session_dir.parent.name}/{session_dir.name}/{run}".encode()) \
+        & 0x7FFFFFFF
+
+
 def default_stim_limits() -> Path:
     """The shipped two-contact limits file (what the wizard's simulated stimulator obeys)."""
     return Path(str(files("bci_runtime.pipelines") / "limits" / "two_contacts.yaml"))
 
 
 def calibration_config(choice: PatientChoice, trials: TrialSettings, preset: str,
-                       trials_per_class: int | None = None) -> dict[str, Any]:
+                       seed: int) -> dict[str, Any]:
     """The calibration run: the source and its cues (recorded into the session)."""
-    per_class = trials.trials_per_class if trials_per_class is None else trials_per_class
+    per_class = trials.trials_per_class
     nodes = _source_and_cues(choice, trials, preset, per_class)
     return {"name": "calibration", "description": f"{choice.paradigm} calibration, "
-            f"{per_class} trials per class", "clock": "live", "nodes": nodes}
+            f"{per_class} trials per class", "seed": seed, "clock": "live", "nodes": nodes}
 
 
 def online_config(choice: PatientChoice, trials: TrialSettings, preset: str,
-                  profile: dict[str, Any], settings: OnlineSettings,
+                  profile: dict[str, Any], settings: OnlineSettings, seed: int,
                   stim_limits: Path | None = None) -> dict[str, Any]:
     """The closed loop, its decoder starting from ``profile`` (see :mod:`.profiles`)."""
     nodes = _source_and_cues(choice, trials, preset, None)
@@ -112,7 +119,7 @@ def online_config(choice: PatientChoice, trials: TrialSettings, preset: str,
                         "width_us": 90, "frequency_hz": 130, "n_pulses": 20}},
             "inputs": {"control": f"{DECODER}.decision"}}
     return {"name": "online", "description": f"{choice.paradigm} closed loop from the "
-            "calibration profile", "clock": "live", "nodes": nodes}
+            "calibration profile", "seed": seed, "clock": "live", "nodes": nodes}
 
 
 def _source_and_cues(choice: PatientChoice, trials: TrialSettings, preset: str,

@@ -52,6 +52,7 @@ from bci_runtime.web.wizard.run_configs import (
     calibration_config,
     classes_of,
     online_config,
+    run_seed,
 )
 from bci_runtime.web.wizard.session_lock import SessionLock
 from bci_runtime.web.wizard.wizard_run import WizardRun
@@ -227,7 +228,8 @@ class Wizard:
             choice = self.choice
             classes = classes_of(choice)  # type: ignore[arg-type]
             folder = self.session_dir / f"calibration-{len(self.calibration_runs) + 1:02d}"
-            config = calibration_config(choice, trials, self.preset)  # type: ignore[arg-type]
+            config = calibration_config(choice, trials, self.preset,  # type: ignore[arg-type]
+                                        run_seed(self.session_dir, folder.name))  # type: ignore[arg-type]
             run = self._new_run("calibration", config, folder, classes,
                                 trials.trials_per_class * len(classes))
             self.trials = trials
@@ -363,7 +365,9 @@ class Wizard:
             self._expect_no_run()
             folder = self.session_dir / f"online-{len(self.online_runs) + 1:02d}"
             config = online_config(self.choice, self.trials, self.preset,  # type: ignore[arg-type]
-                                   self.profile, settings, self.stim_limits)  # type: ignore[arg-type]
+                                   self.profile, settings,  # type: ignore[arg-type]
+                                   run_seed(self.session_dir, folder.name),  # type: ignore[arg-type]
+                                   self.stim_limits)
             run = self._new_run("online", config, folder, self.profile["classes"], None)  # type: ignore[index]
             self.online_runs.append(run)
             self.step = "online"
