@@ -26,6 +26,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
             "  bci calibrate                         # opens the wizard in the browser\n"
             "  bci calibrate --simulate stationary   # the simulator as the patient\n"
             "  bci calibrate --port 8770 --no-browser\n"
+            "  bci calibrate --sim-param erd=0.05     # a simulated patient with a weak rhythm\n"
             "\n"
             "The wizard serves http://127.0.0.1:PORT/ only (never the network). Every choice\n"
             "goes to the session's audit.jsonl; one wizard at a time per session.\n"
@@ -33,6 +34,10 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--simulate", metavar="PRESET", default="stationary",
                    help="the simulator's drift preset when the simulator is the source "
                    "(stationary, electrode-shift, impedance-drift, channel-dropout, ...)")
+    p.add_argument("--sim-param", action="append", default=[], metavar="KEY=VALUE",
+                   type=sim_param, help="a parameter of the simulated patient (repeatable; "
+                   "YAML values), e.g. erd=0.1, mu_uv=8, n_channels=16; see "
+                   "`bci simulate --help`")
     p.add_argument("--sessions-root", type=Path, default=Path("sessions"), metavar="DIR",
                    help="where sessions are kept (default ./sessions)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
@@ -44,6 +49,20 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="fewest good channels to go on: a fraction (<= 1) or a count "
                    "(default 0.75)")
     p.set_defaults(handler=run)
+
+
+def sim_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (the value read as YAML) for ``--sim-param``."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE (e.g. erd=0.1)")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a value (e.g. 0.1, 16, "
+                                         "[C3, C4])") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--stim-limits {args.stim_limits}: no such file",
                           hint="give a limits file (see pipelines/limits/two_contacts.yaml)")
     wizard = Wizard(args.sessions_root, preset=args.simulate, min_good=args.min_good,
-                    stim_limits=args.stim_limits)
+                    stim_limits=args.stim_limits, sim_params=dict(args.sim_param))
+    wizard.check_simulator()
     sock = bind_socket(args.port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(create_app(wizard), log_level="warning",

@@ -70,8 +70,12 @@ class PatientChoice(_Strict):
         return self
 
 
-def source_node(choice: PatientChoice, preset: str) -> dict[str, Any]:
-    """The pipeline entry of the chosen source (``preset``: the simulator's drift)."""
+def source_node(choice: PatientChoice, simulator: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline entry of the chosen source.
+
+    ``simulator``: parameters given to the simulator when it is the source (its
+    drift, and what ``bci calibrate --sim-param`` sets), over the wizard's defaults.
+    """
     src = choice.source
     if src.kind == "lsl":
         params: dict[str, Any] = {"name": src.name, "channels": src.channels, "srate": src.srate}
@@ -83,12 +87,11 @@ def source_node(choice: PatientChoice, preset: str) -> dict[str, Any]:
     if choice.paradigm == "ssvep":
         return {"type": "simulated_ssvep", "params": {
             "freqs": list(choice.freqs), "rest_class": False, "chunk_size": 10,
-            "subject_seed": subject_seed(choice.subject), "drift": {"scenario": preset}}}
+            "subject_seed": subject_seed(choice.subject), **simulator}}
     return {"type": "simulated_eeg", "params": {
         "n_channels": 8, "channels": ["C3", "C4", "Cz", "FC3", "FC4", "CP3", "CP4", "Pz"],
         "srate": 250, "chunk_size": 10, "classes": choice.classes, "erd": 0.4, "mu_uv": 16,
-        "background_uv": 5, "subject_seed": subject_seed(choice.subject),
-        "drift": {"scenario": preset}}}
+        "background_uv": 5, "subject_seed": subject_seed(choice.subject), **simulator}}
 
 
 def subject_seed(subject: str) -> int:

@@ -80,20 +80,20 @@ def default_stim_limits() -> Path:
     return Path(str(files("bci_runtime.pipelines") / "limits" / "two_contacts.yaml"))
 
 
-def calibration_config(choice: PatientChoice, trials: TrialSettings, preset: str,
+def calibration_config(choice: PatientChoice, trials: TrialSettings, simulator: dict[str, Any],
                        seed: int) -> dict[str, Any]:
     """The calibration run: the source and its cues (recorded into the session)."""
     per_class = trials.trials_per_class
-    nodes = _source_and_cues(choice, trials, preset, per_class)
+    nodes = _source_and_cues(choice, trials, simulator, per_class)
     return {"name": "calibration", "description": f"{choice.paradigm} calibration, "
             f"{per_class} trials per class", "seed": seed, "clock": "live", "nodes": nodes}
 
 
-def online_config(choice: PatientChoice, trials: TrialSettings, preset: str,
+def online_config(choice: PatientChoice, trials: TrialSettings, simulator: dict[str, Any],
                   profile: dict[str, Any], settings: OnlineSettings, seed: int,
                   stim_limits: Path | None = None) -> dict[str, Any]:
     """The closed loop, its decoder starting from ``profile`` (see :mod:`.profiles`)."""
-    nodes = _source_and_cues(choice, trials, preset, None)
+    nodes = _source_and_cues(choice, trials, simulator, None)
     cues = f"{SOURCE}.markers" if choice.source.kind == "simulator" else f"{CUES}.markers"
     if choice.source.kind == "simulator":  # the simulated user sees the decoded class
         nodes[SOURCE]["params"]["user"] = {"delay_s": 0.2, "learning_rate": 0.05}
@@ -122,9 +122,9 @@ def online_config(choice: PatientChoice, trials: TrialSettings, preset: str,
             "calibration profile", "seed": seed, "clock": "live", "nodes": nodes}
 
 
-def _source_and_cues(choice: PatientChoice, trials: TrialSettings, preset: str,
+def _source_and_cues(choice: PatientChoice, trials: TrialSettings, simulator: dict[str, Any],
                      per_class: int | None) -> dict[str, Any]:
-    source = source_node(choice, preset)
+    source = source_node(choice, simulator)
     nodes: dict[str, Any] = {SOURCE: source}
     if choice.source.kind == "simulator":
         source["params"]["timing"] = trials.timing()

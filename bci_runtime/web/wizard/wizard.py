@@ -35,8 +35,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bci_runtime.audit_log import AuditLog
 from bci_runtime.errors import BciError, ConfigError, DependencyError, StepOrderError
+from bci_runtime.graph import load_graph_text
 from bci_runtime.run_status import describe_event
 from bci_runtime.session import json_safe, new_session_dir
 from bci_runtime.web.wizard import profiles
@@ -87,6 +90,9 @@ class Wizard:
         Where sessions are kept (``sub-<ID>/ses-<NN>``, profiles in ``sub-<ID>/profiles``).
     preset : str
         The simulator's drift preset, when the source is the simulator.
+    sim_params : dict, optional
+        More parameters of the simulator (``{"erd": 0.1}``: a patient with a weak
+        rhythm), validated when the simulator starts.
     min_good : float
         Fewest good channels to go on: a fraction of the channels (``<= 1``) or a count.
     stim_limits : Path, optional
@@ -95,9 +101,11 @@ class Wizard:
     """
 
     def __init__(self, sessions_root: Path, preset: str = "stationary",
-                 min_good: float = 0.75, stim_limits: Path | None = None) -> None:
+                 min_good: float = 0.75, stim_limits: Path | None = None,
+                 sim_params: dict[str, Any] | None = None) -> None:
         self.sessions_root = Path(sessions_root)
         self.preset = preset
+        self.simulator = {**(sim_params or {}), "drift": {"scenario": preset}}
         self.min_good = min_good
         self.stim_limits = stim_limits
         self.step = "patient"
@@ -119,17 +127,24 @@ class Wizard:
         self._lock_file: SessionLock | None = None
         self._lock = threading.RLock()  # requests come from the server's threads
 
+    def check_simulator(self) -> None:
+        """Refuse simulator parameters (``sim_params``) that do not validate, before serving."""
+        choice = PatientChoice(subject="check", paradigm="mi", source={"kind": "simulator"})
+        config = {"name": "check", "nodes": {"eeg": source_node(choice, self.simulator)}}
+        load_graph_text(yaml.safe_dump(config), "--sim-param")
+
     # -- step 1 ------------------------------------------------------------------------
     def choose_patient(self, choice: PatientChoice, by: str = "clinician") -> dict[str, Any]:
         """Create and lock the session, start the signal; on to the signal check."""
         with self._lock:
             self._expect("patient")
             profile = self._reloadable_profile(choice) if choice.profile else None
-            source = source_node(choice, self.preset)
+            source = source_node(choice, self.simulator)
             session_dir = new_session_dir(self.sessions_root, choice.subject)
             lock = SessionLock(session_dir)
             audit = AuditLog(session_dir / "audit.jsonl")
-            audit.write("wizard_patient", by=by, choice=choice.model_dump(), preset=self.preset)
+            audit.write("wizard_patient", by=by, choice=choice.model_dump(),
+                        simulator=self.simulator if choice.source.kind == "simulator" else None)
             try:
                 acquisition = Acquisition(source, monitor_factory=plugin("quality"),
                                           emit_event=self._runtime_event)
@@ -228,7 +243,7 @@ class Wizard:
             choice = self.choice
             classes = classes_of(choice)  # type: ignore[arg-type]
             folder = self.session_dir / f"calibration-{len(self.calibration_runs) + 1:02d}"
-            config = calibration_config(choice, trials, self.preset,  # type: ignore[arg-type]
+            config = calibration_config(choice, trials, self.simulator,  # type: ignore[arg-type]
                                         run_seed(self.session_dir, folder.name))  # type: ignore[arg-type]
             run = self._new_run("calibration", config, folder, classes,
                                 trials.trials_per_class * len(classes))
@@ -364,7 +379,7 @@ class Wizard:
                               accuracy=report["accuracy"])
             self._expect_no_run()
             folder = self.session_dir / f"online-{len(self.online_runs) + 1:02d}"
-            config = online_config(self.choice, self.trials, self.preset,  # type: ignore[arg-type]
+            config = online_config(self.choice, self.trials, self.simulator,  # type: ignore[arg-type]
                                    self.profile, settings,  # type: ignore[arg-type]
                                    run_seed(self.session_dir, folder.name),  # type: ignore[arg-type]
                                    self.stim_limits)
