@@ -25,7 +25,6 @@ for the wizard's page:
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -34,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from bci_runtime.decoders.ssvep import stimulus_frequencies
 from bci_runtime.errors import ConfigError
 
 MIN_TRIALS_PER_CLASS = 5
 MAX_FOLDS = 5
 SIGNIFICANCE = 0.95
-REST_CLASS = "rest"
 # the same cue in two marker streams (a cue schedule and its echo) is one trial
 DUPLICATE_CUE_S = 0.1
 # SNR maps: neighbours within this distance of the stimulation frequency (Hz)
@@ -223,59 +222,6 @@ def _strategies(adapt: list[str]) -> list[Any]:
 
     return [s for name in adapt if name.strip() not in ("", "none")
             for s in make_strategies(name.strip())]
-
-
-def stimulus_frequencies(classes: Sequence[str], freqs: Sequence[float] | None = None
-                         ) -> dict[str, float | None]:
-    """The stimulation frequency of each SSVEP class, None for ``rest``.
-
-    Parameters
-    ----------
-    classes : sequence of str
-        Class names, e.g. ``["8.57Hz", "10Hz", "rest"]``.
-    freqs : sequence of float, optional
-        One frequency (Hz) per class but ``rest``, in ``classes`` order; default:
-        each class names its frequency (``"8.57Hz"``, ``"10 Hz"``, ``"12"``).
-
-    Returns
-    -------
-    dict of str to float or None, in ``classes`` order
-
-    Raises
-    ------
-    ConfigError
-        If a class names no frequency and none is given, the counts differ, or a
-        frequency is not positive or given twice.
-    """
-    flickering = [c for c in classes if c.lower() != REST_CLASS]
-    if freqs is None:
-        unnamed = [c for c in flickering if _named_frequency(c) is None]
-        if unnamed:
-            raise ConfigError(f"SSVEP class(es) {unnamed} do not name a stimulation frequency",
-                              hint="name the classes by their frequency ('10Hz'), or give "
-                                   "freqs, one per class but 'rest'")
-        values = [_named_frequency(c) for c in flickering]
-    else:
-        try:
-            values = [float(f) for f in freqs]
-        except (TypeError, ValueError):
-            raise ConfigError(f"freqs {list(freqs)!r} are not numbers (Hz)") from None
-        if len(values) != len(flickering):
-            raise ConfigError(f"{len(values)} stimulation frequencies for the "
-                              f"{len(flickering)} flickering class(es) {flickering}",
-                              hint="give one frequency per class but 'rest', in class order")
-    if any(not (math.isfinite(f) and f > 0) for f in values):  # type: ignore[operator]
-        raise ConfigError(f"stimulation frequencies must be positive (Hz), got {values}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"several classes share a stimulation frequency: "
-                          f"{dict(zip(flickering, values))}")
-    by_class = dict(zip(flickering, values))
-    return {c: by_class.get(c) for c in classes}
-
-
-def _named_frequency(label: str) -> float | None:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:hz)?\s*", label, flags=re.IGNORECASE)
-    return float(match.group(1)) if match else None
 
 
 # -- trials ---------------------------------------------------------------------------------

@@ -54,8 +54,14 @@ class Entry:
         """A new, unfitted decoder for data described by ``context``."""
         module, _, cls_name = self.target.partition(":")
         cls = getattr(importlib.import_module(f"bci_runtime.decoders.{module}"), cls_name)
+        freqs = context.freqs
+        if not freqs and self.paradigm == "ssvep" and context.classes:
+            # the classes name their flicker ("10Hz"): what a pipeline node knows
+            from bci_runtime.decoders.ssvep import stimulus_frequencies
+
+            freqs = [f for f in stimulus_frequencies(context.classes).values() if f]
         accepted = inspect.signature(cls).parameters
-        offered = {"sfreq": context.sfreq, "freqs": context.freqs or None,
+        offered = {"sfreq": context.sfreq, "freqs": freqs or None,
                    "random_state": context.seed}
         kwargs = {k: v for k, v in offered.items() if k in accepted and v is not None}
         return cls(**{**kwargs, **self.params})

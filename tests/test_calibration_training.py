@@ -20,12 +20,9 @@ from scipy.stats import binom
 
 from bci_runtime.decoders import calibration_training as ct
 from bci_runtime.decoders.adaptation import CoAdaptiveDecoder
-from bci_runtime.decoders.calibration_training import (
-    snr_at,
-    stimulus_frequencies,
-    train_from_recordings,
-)
+from bci_runtime.decoders.calibration_training import snr_at, train_from_recordings
 from bci_runtime.decoders.model_store import file_sha256, load_model
+from bci_runtime.decoders.ssvep import stimulus_frequencies
 from bci_runtime.decoders.trials import cut_trials
 from bci_runtime.errors import ConfigError
 

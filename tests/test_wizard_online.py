@@ -205,3 +205,22 @@ def test_a_decoder_at_chance_goes_online_only_with_a_reason(tmp_path: Path) -> N
         override = [r for r in read_audit_log(session / "audit.jsonl")
                     if r["event"] == "wizard_online_override"]
         assert override[0]["reason"] == "to show the patient the feedback"
+
+
+def test_ssvep_calibrates_trains_and_goes_online(tmp_path: Path) -> None:
+    with serve(tmp_path / "sessions") as (wizard, client, url):
+        state = signal_checked(client, {"subject": "P34", "paradigm": "ssvep",
+                                        "freqs": [10.0, 15.0], "source": {"kind": "simulator"}})
+        assert state["classes"] == ["10Hz", "15Hz"]
+        state = calibrate(wizard, client, {"trials_per_class": 5, "fixation_s": 0.2,
+                                           "cue_s": 2.0, "rest_s": 0.5})
+        assert state["recorded"] == {"10Hz": 5, "15Hz": 5}
+        training = train(wizard, client)
+        assert training["state"] == "done", training
+        report = training["report"]
+        assert report["decoder"] == "ssvep-ensemble" and report["good_enough"], report
+        assert report["freqs"] == {"10Hz": 10.0, "15Hz": 15.0}
+        client.post("/api/online/start", json={"stimulation": False}).raise_for_status()
+        decisions = [m for m in feed(url, 3.0) if m["type"] == "decision"]
+        assert decisions and sorted(decisions[-1]["classes"]) == ["10Hz", "15Hz"]
+        assert client.post("/api/online/stop", json={}).json()["step"] == "done"
