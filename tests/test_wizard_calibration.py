@@ -207,3 +207,71 @@ def test_a_stream_lost_during_calibration_interrupts_keeps_the_trials_and_resume
     state = client.get("/api/state").json()
     assert state["calibration_runs"][1]["outcome"] == "completed"
     assert sum(state["recorded"].values()) == kept + 4
+
+
+def test_a_session_left_mid_calibration_is_resumed_by_another_wizard(tmp_path: Path) -> None:
+    root = tmp_path / "sessions"
+    first = Wizard(root, min_good=0.1)
+    server = ServerThread(create_app(first)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            session = Path(to_calibration(client, {**PATIENT, "subject": "P22"})["session_dir"])
+            client.post("/api/channels/Pz", json={"bad": True})  # refused: past the check
+            client.post("/api/calibration/start", json=FAST).raise_for_status()
+            wait_run_over(first)
+            kept = client.get("/api/state").json()["recorded"]
+    finally:
+        server.stop()
+        first.close()  # the wizard was closed (or crashed) before training
+
+    second = Wizard(root, min_good=0.1)
+    server = ServerThread(create_app(second)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            listed = client.get("/api/unfinished", params={"subject": "P22"}).json()
+            assert listed["sessions"] == [{"session": "ses-01", "step": "calibration",
+                                           "paradigm": "mi", "recorded": kept,
+                                           "in_use": False}]
+            state = client.post("/api/resume", json={"subject": "P22",
+                                                     "session": "ses-01"}).json()
+            assert state["step"] == "signal"  # the electrodes are checked again
+            assert state["session_dir"] == str(session)
+            deadline = time.monotonic() + WAIT_S
+            while not client.get("/api/quality").json()["channels"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            state = client.post("/api/signal/done", json={}).json()
+            assert state["step"] == "calibration" and state["recorded"] == kept
+            # a third wizard cannot take the session while this one has it
+            assert client.get("/api/unfinished", params={"subject": "P22"}).json()[
+                "sessions"][0]["in_use"] is True
+            client.post("/api/calibration/start", json=FAST).raise_for_status()
+            wait_run_over(second)
+            state = client.get("/api/state").json()
+            assert [r["folder"] for r in state["calibration_runs"]] == ["calibration-01",
+                                                                        "calibration-02"]
+            assert sum(state["recorded"].values()) == sum(kept.values()) + 4
+            missing = client.post("/api/resume", json={"subject": "P22", "session": "ses-09"})
+            assert missing.status_code == 409  # past step 1 already
+    finally:
+        server.stop()
+        second.close()
+    events = [r["event"] for r in read_audit_log(session / "audit.jsonl")]
+    assert events.count("wizard_calibration_ended") == 2 and "wizard_resumed" in events
+
+
+def test_sessions_that_cannot_be_resumed_say_why(tmp_path: Path) -> None:
+    from bci_runtime.errors import ConfigError
+
+    wizard = Wizard(tmp_path / "sessions")
+    with pytest.raises(ConfigError, match="cannot be resumed"):
+        wizard.resume("P23", "ses-01")
+    done = tmp_path / "sessions" / "sub-P23" / "ses-02"
+    done.mkdir(parents=True)
+    (done / "wizard.json").write_text(json.dumps({"step": "done", "choice": PATIENT}))
+    with pytest.raises(ConfigError, match="was finished"):
+        wizard.resume("P23", "ses-02")
+    assert wizard.unfinished_sessions("P23") == []
+    with pytest.raises(ConfigError, match="BIDS label"):
+        wizard.resume("P23", "../../etc")
+    assert wizard.step == "patient"

@@ -10,6 +10,9 @@ quality; ``POST /api/channels/{name}`` mark a channel (``{"bad": true}``);
 ``POST /api/signal/done`` go on (``{"override_reason": "..."}`` when too few
 channels are good); ``WS /ws/signal`` live traces (10 Hz) and quality (2 Hz);
 ``GET /api/profiles?subject=ID`` the subject's calibration profiles;
+``GET /api/unfinished?subject=ID`` the subject's sessions a wizard left before the
+end, and ``POST /api/resume`` (``{"subject": ..., "session": "ses-02"}``) takes one
+up: its signal is checked again, then it goes on where it was;
 ``POST /api/calibration/start`` (trial settings) and ``/api/calibration/stop``;
 ``POST /api/training/start``, ``/api/training/more`` (back to record more trials);
 ``POST /api/online/start`` (``{"stimulation": bool, "override_reason": ...}``),
@@ -60,6 +63,12 @@ class ChannelMark(BaseModel):
 class SignalDone(BaseModel):
     model_config = ConfigDict(extra="forbid")
     override_reason: str | None = None
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: str
+    session: str
 
 
 class OnlineStart(OnlineSettings):
@@ -128,6 +137,14 @@ def create_app(wizard: Wizard) -> FastAPI:
     async def list_profiles(subject: str) -> dict[str, Any]:
         return {"profiles": [profiles.summary(p) for p in
                              profiles.list_profiles(wizard.sessions_root, subject)]}
+
+    @app.get("/api/unfinished")
+    async def unfinished(subject: str) -> dict[str, Any]:
+        return {"sessions": wizard.unfinished_sessions(subject)}
+
+    @app.post("/api/resume")
+    async def resume(body: ResumeRequest) -> dict[str, Any]:
+        return await asyncio.to_thread(wizard.resume, body.subject, body.session)
 
     @app.post("/api/calibration/start")
     async def calibration_start(body: TrialSettings) -> dict[str, Any]:

@@ -46,6 +46,23 @@ class SessionLock:
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._fd: int | None = fd
 
+    @staticmethod
+    def held(session_dir: Path) -> bool:
+        """Whether a wizard holds ``session_dir`` now (this process's included)."""
+        path = Path(session_dir) / LOCK_NAME
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         """Let another wizard open the session (idempotent)."""
         if self._fd is not None:

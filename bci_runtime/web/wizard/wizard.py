@@ -29,6 +29,7 @@ engine keeps importing none of them.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from importlib.metadata import entry_points
@@ -41,7 +42,7 @@ from bci_runtime.audit_log import AuditLog
 from bci_runtime.errors import BciError, ConfigError, DependencyError, StepOrderError
 from bci_runtime.graph import load_graph_text
 from bci_runtime.run_status import describe_event
-from bci_runtime.session import json_safe, new_session_dir
+from bci_runtime.session import check_label, json_safe, new_session_dir
 from bci_runtime.web.wizard import profiles
 from bci_runtime.web.wizard.acquisition import Acquisition
 from bci_runtime.web.wizard.broadcast import Broadcast
@@ -62,6 +63,7 @@ from bci_runtime.web.wizard.wizard_run import WizardRun
 
 STEPS = ("patient", "signal", "calibration", "training", "online", "done")
 ENTRY_POINT_GROUP = "bci_runtime.wizard"
+WIZARD_STATE = "wizard.json"  # in the session folder: what resuming it needs
 STOP_WAIT_S = 30.0  # how long stopping a run may take before the wizard says so
 #: runtime events worth a line in the wizard's audit trail (the run's own events.jsonl
 #: keeps all of them)
@@ -115,9 +117,12 @@ class Wizard:
         self.override: str | None = None
         self.acquisition: Acquisition | None = None
         self.trials = TrialSettings()
-        self.calibration_runs: list[WizardRun] = []
-        self.online_runs: list[WizardRun] = []
+        # runs that ended, as records (what wizard.json keeps for a resumed session)
+        self.calibration_runs: list[dict[str, Any]] = []
+        self.online_runs: list[dict[str, Any]] = []
         self.run: WizardRun | None = None  # the run under way, calibration or online
+        self.last_online: WizardRun | None = None  # for its final status
+        self.resume_step: str | None = None  # where a resumed session goes after its check
         self.training: dict[str, Any] = {"state": "idle"}
         self.profile: dict[str, Any] | None = None  # what the online step starts from
         self.profile_reused = False
@@ -222,7 +227,10 @@ class Wizard:
                                 for c in verdict["channels"]])
             self.acquisition.stop()  # type: ignore[union-attr]  # each run opens the source
             self.step = "calibration"
-            if self.profile is not None:
+            if self.resume_step is not None:
+                self.step = self._resumed_step()
+                self._log("wizard_resumed_at", by=by, step=self.step)
+            elif self.profile is not None:
                 unusable = sorted(set(self.profile["channels"]) & self.bad_channels)
                 if unusable:
                     self._log("wizard_profile_dropped", by=by, profile=self.profile["id"],
@@ -234,6 +242,16 @@ class Wizard:
                     self.step = "online"
             return self.state()
 
+    def _resumed_step(self) -> str:
+        """Where a resumed session goes on: as far as what it kept allows."""
+        wanted = self.resume_step
+        self.resume_step = None
+        if wanted == "online" and self.profile is not None:
+            return "online"
+        if wanted in ("training", "online") and self.training.get("state") == "done":
+            return "training"
+        return "calibration"
+
     # -- step 3 ------------------------------------------------------------------------
     def start_calibration(self, trials: TrialSettings, by: str = "clinician") -> dict[str, Any]:
         """Start a calibration run of ``trials.trials_per_class`` trials of each class."""
@@ -242,13 +260,12 @@ class Wizard:
             self._expect_no_run()
             choice = self.choice
             classes = classes_of(choice)  # type: ignore[arg-type]
-            folder = self.session_dir / f"calibration-{len(self.calibration_runs) + 1:02d}"
+            folder = self.session_dir / f"calibration-{self._next_index('calibration'):02d}"
             config = calibration_config(choice, trials, self.simulator,  # type: ignore[arg-type]
                                         run_seed(self.session_dir, folder.name))  # type: ignore[arg-type]
             run = self._new_run("calibration", config, folder, classes,
                                 trials.trials_per_class * len(classes))
             self.trials = trials
-            self.calibration_runs.append(run)
             self._log("wizard_calibration_started", by=by, run=folder.name,
                       settings=trials.model_dump())
             return self._start(run)
@@ -267,7 +284,10 @@ class Wizard:
     def recorded_trials(self) -> dict[str, int]:
         """Complete trials of each class over every calibration run."""
         total: Counter[str] = Counter()
-        for run in self.calibration_runs:
+        for record in self.calibration_runs:
+            total.update(record["per_class"])
+        run = self.run
+        if run is not None and run.kind == "calibration":
             total.update(run.cues.completed)
         return {c: total[c] for c in classes_of(self.choice)} if self.choice else {}
 
@@ -281,8 +301,8 @@ class Wizard:
             if self.training.get("state") == "running":
                 raise ConfigError("the decoder is being trained already",
                                   hint="wait for the result")
-            recordings = [str(r.recording) for r in self.calibration_runs
-                          if r.recording is not None and r.recording.exists()]
+            recordings = [r["recording"] for r in self.calibration_runs
+                          if r["recording"] and Path(r["recording"]).exists()]
             if not recordings:
                 raise ConfigError("no calibration has been recorded yet",
                                   hint="run the calibration first")
@@ -378,13 +398,13 @@ class Wizard:
                     self._log("wizard_online_override", by=by, reason=reason,
                               accuracy=report["accuracy"])
             self._expect_no_run()
-            folder = self.session_dir / f"online-{len(self.online_runs) + 1:02d}"
+            folder = self.session_dir / f"online-{self._next_index('online'):02d}"
             config = online_config(self.choice, self.trials, self.simulator,  # type: ignore[arg-type]
                                    self.profile, settings,  # type: ignore[arg-type]
                                    run_seed(self.session_dir, folder.name),  # type: ignore[arg-type]
                                    self.stim_limits)
             run = self._new_run("online", config, folder, self.profile["classes"], None)  # type: ignore[index]
-            self.online_runs.append(run)
+            self.last_online = run
             self.step = "online"
             self._log("wizard_online_started", by=by, run=folder.name,
                       settings=settings.model_dump(), profile=self.profile["id"])  # type: ignore[index]
@@ -437,7 +457,7 @@ class Wizard:
 
     def online_status(self) -> dict[str, Any] | None:
         """The online run's status panel (streams, decoder, accuracy, latency, stimulation)."""
-        run = self.online_runs[-1] if self.online_runs else None
+        run = self.last_online
         if run is None:
             return None
         return {**run.recorded.status.snapshot(), "run": run.state()}
@@ -462,14 +482,16 @@ class Wizard:
                 else None,
                 "trials": self.trials.model_dump(),
                 "recorded": self.recorded_trials(),
-                "calibration_runs": [r.state() for r in self.calibration_runs],
+                "calibration_runs": self.calibration_runs + (
+                    [self.run.state()] if self.run and self.run.kind == "calibration" else []),
                 "run": self.run.state() if self.run else None,
                 "training": self.training,
                 "profile": profiles.summary(profile) if profile else None,
                 "profile_reused": self.profile_reused,
                 "saved_profile": profiles.summary(self.saved_profile)
                 if self.saved_profile else None,
-                "online_runs": [r.state() for r in self.online_runs]}
+                "online_runs": self.online_runs,
+                "resume_step": self.resume_step}
 
     def close(self) -> None:
         """Stop any run and the signal, close the audit trail and release the session."""
@@ -508,8 +530,13 @@ class Wizard:
     def _run_ended(self, run: WizardRun) -> None:
         """A run is over (on its thread): say how in the audit trail and free the step."""
         with self._lock:
+            record = {**run.state(), "recording": str(run.recording) if run.recording and
+                      run.recording.exists() else None}
+            (self.calibration_runs if run.kind == "calibration" else self.online_runs).append(
+                record)
             if self.run is run:
                 self.run = None
+            self._save()
             self._log(f"wizard_{run.kind}_ended", run=run.folder.name, outcome=run.outcome,
                       message=run.message, trials=run.cues.snapshot(),
                       cue_display_lag_ms=run.cues.display_lag_ms())
@@ -533,8 +560,11 @@ class Wizard:
                               hint="wait for it to end, or stop it")
 
     def _next_index(self, prefix: str) -> int:
-        taken = [p for p in self.session_dir.glob(f"{prefix}-*")]  # type: ignore[union-attr]
-        return len(taken) + 1
+        """The next free ``<prefix>-NN`` folder number (folders are never reused)."""
+        taken = [int(p.name.rpartition("-")[2]) for p in
+                 self.session_dir.glob(f"{prefix}-*")  # type: ignore[union-attr]
+                 if p.name.rpartition("-")[2].isdigit()]
+        return max(taken, default=0) + 1
 
     def _publish_state(self) -> None:
         self.broadcast.publish({"type": "state", **json_safe(self.state())})
@@ -547,6 +577,109 @@ class Wizard:
     def _log(self, event: str, **fields: Any) -> None:
         if self._audit is not None:
             self._audit.write(event, **fields)
+            if event.startswith("wizard_"):
+                self._save()
+
+    # -- resuming ----------------------------------------------------------------------
+    def _save(self) -> None:
+        """Write ``wizard.json``: what a wizard started later needs to resume the session."""
+        if self.session_dir is None or self.choice is None:
+            return
+        training = {k: v for k, v in self.training.items() if k in ("state", "folder")}
+        if training.get("state") == "running":
+            training = {"state": "idle"}  # a training cut off is simply done again
+        saved = {"format": 1, "step": self.step, "resume_step": self.resume_step,
+                 "choice": self.choice.model_dump(), "bad_channels": sorted(self.bad_channels),
+                 "override": self.override, "trials": self.trials.model_dump(),
+                 "calibration_runs": self.calibration_runs, "online_runs": self.online_runs,
+                 "training": training, "profile": self.profile["id"] if self.profile else None,
+                 "profile_reused": self.profile_reused}
+        tmp = self.session_dir / (WIZARD_STATE + ".tmp")
+        tmp.write_text(json.dumps(json_safe(saved), indent=1), encoding="utf-8")
+        os.replace(tmp, self.session_dir / WIZARD_STATE)
+
+    def unfinished_sessions(self, subject: str) -> list[dict[str, Any]]:
+        """The subject's sessions a wizard left before the end (newest first), resumable."""
+        out = []
+        base = self.sessions_root / f"sub-{check_label('subject', subject)}"
+        for path in sorted(base.glob(f"ses-*/{WIZARD_STATE}"), reverse=True):
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if saved.get("step") == "done":
+                continue
+            recorded: Counter[str] = Counter()
+            for record in saved.get("calibration_runs", []):
+                recorded.update(record.get("per_class", {}))
+            out.append({"session": path.parent.name, "step": saved.get("resume_step")
+                        or saved.get("step"), "paradigm": saved["choice"]["paradigm"],
+                        "recorded": dict(recorded), "in_use": SessionLock.held(path.parent)})
+        return out
+
+    def resume(self, subject: str, session: str, by: str = "clinician") -> dict[str, Any]:
+        """Take up a session a wizard left (closed, crashed): its signal is checked again,
+        then it goes on where it was, with everything recorded so far."""
+        with self._lock:
+            self._expect("patient")
+            label = check_label("session", session.removeprefix("ses-"))
+            session_dir = self.sessions_root / f"sub-{check_label('subject', subject)}" \
+                / f"ses-{label}"
+            try:
+                saved = json.loads((session_dir / WIZARD_STATE).read_text(encoding="utf-8"))
+                choice = PatientChoice.model_validate(saved["choice"])
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"{session_dir} cannot be resumed: {exc}",
+                                  hint="start a new session") from None
+            if saved.get("step") == "done":
+                raise ConfigError(f"{session_dir.name} of {subject} was finished",
+                                  hint="start a new session (its profile can be reloaded)")
+            lock = SessionLock(session_dir)
+            audit = AuditLog(session_dir / "audit.jsonl")
+            audit.write("wizard_resumed", by=by, step=saved.get("step"))
+            try:
+                acquisition = Acquisition(source_node(choice, self.simulator),
+                                          monitor_factory=plugin("quality"),
+                                          emit_event=self._runtime_event)
+                acquisition.start()
+            except Exception as exc:
+                audit.write("wizard_source_failed", error=str(exc))
+                audit.close()
+                lock.release()
+                raise
+            self.choice, self.session_dir = choice, session_dir
+            self._lock_file, self._audit, self.acquisition = lock, audit, acquisition
+            self.bad_channels = set(saved.get("bad_channels", []))
+            self.override = saved.get("override")
+            self.trials = TrialSettings.model_validate(saved.get("trials", {}))
+            self.calibration_runs = list(saved.get("calibration_runs", []))
+            self.online_runs = list(saved.get("online_runs", []))
+            self._restore_training(saved.get("training") or {})
+            self._restore_profile(saved.get("profile"), bool(saved.get("profile_reused")))
+            step = saved.get("resume_step") or saved.get("step")
+            self.resume_step = step if step in ("calibration", "training", "online") else None
+            self.step = "signal"
+            return self.state()
+
+    def _restore_training(self, saved: dict[str, Any]) -> None:
+        folder = saved.get("folder")
+        if saved.get("state") == "done" and folder:
+            try:
+                report = json.loads((self.session_dir / folder / "report.json").read_text())  # type: ignore[operator]
+            except (OSError, ValueError):
+                return  # the result is gone: train again
+            self.training = {"state": "done", "progress": 1.0, "folder": folder,
+                             "report": report}
+
+    def _restore_profile(self, profile_id: str | None, reused: bool) -> None:
+        if not profile_id:
+            return
+        try:
+            self.profile = profiles.load_profile(self.sessions_root,
+                                                 self.choice.subject, profile_id)  # type: ignore[union-attr]
+            self.profile_reused = reused
+        except ConfigError as exc:
+            self._log("wizard_profile_dropped", profile=profile_id, reason=exc.message)
 
     def _runtime_event(self, kind: str, **fields: Any) -> None:
         if kind in AUDITED_EVENTS:
