@@ -144,26 +144,33 @@ class Wizard:
         with self._lock:
             self._expect("patient")
             profile = self._reloadable_profile(choice) if choice.profile else None
-            source = source_node(choice, self.simulator)
             session_dir = new_session_dir(self.sessions_root, choice.subject)
-            lock = SessionLock(session_dir)
-            audit = AuditLog(session_dir / "audit.jsonl")
-            audit.write("wizard_patient", by=by, choice=choice.model_dump(),
-                        simulator=self.simulator if choice.source.kind == "simulator" else None)
-            try:
-                acquisition = Acquisition(source, monitor_factory=plugin("quality"),
-                                          emit_event=self._runtime_event)
-                acquisition.start()
-            except Exception as exc:  # the folder stays, with why it could not go on
-                audit.write("wizard_source_failed", error=str(exc))
-                audit.close()
-                lock.release()
-                raise
-            self.choice, self.session_dir = choice, session_dir
-            self._lock_file, self._audit, self.acquisition = lock, audit, acquisition
+            self._open_session(choice, session_dir, "wizard_patient", by=by,
+                               choice=choice.model_dump(),
+                               simulator=self.simulator if choice.source.kind == "simulator"
+                               else None)
             self.profile = profile
-            self.step = "signal"
             return self.state()
+
+    def _open_session(self, patient: PatientChoice, session_dir: Path, event: str,
+                      **fields: Any) -> None:
+        """Lock the session, open its audit trail (``event`` first), start the signal check."""
+        lock = SessionLock(session_dir)
+        audit = AuditLog(session_dir / "audit.jsonl")
+        audit.write(event, **fields)
+        try:
+            acquisition = Acquisition(source_node(patient, self.simulator),
+                                      monitor_factory=plugin("quality"),
+                                      emit_event=self._runtime_event)
+            acquisition.start()
+        except Exception as exc:  # the folder stays, with why it could not go on
+            audit.write("wizard_source_failed", error=str(exc))
+            audit.close()
+            lock.release()
+            raise
+        self.choice, self.session_dir = patient, session_dir
+        self._lock_file, self._audit, self.acquisition = lock, audit, acquisition
+        self.step = "signal"
 
     def _reloadable_profile(self, choice: PatientChoice) -> dict[str, Any]:
         profile = profiles.load_profile(self.sessions_root, choice.subject,
@@ -634,21 +641,8 @@ class Wizard:
             if saved.get("step") == "done":
                 raise ConfigError(f"{session_dir.name} of {subject} was finished",
                                   hint="start a new session (its profile can be reloaded)")
-            lock = SessionLock(session_dir)
-            audit = AuditLog(session_dir / "audit.jsonl")
-            audit.write("wizard_resumed", by=by, step=saved.get("step"))
-            try:
-                acquisition = Acquisition(source_node(choice, self.simulator),
-                                          monitor_factory=plugin("quality"),
-                                          emit_event=self._runtime_event)
-                acquisition.start()
-            except Exception as exc:
-                audit.write("wizard_source_failed", error=str(exc))
-                audit.close()
-                lock.release()
-                raise
-            self.choice, self.session_dir = choice, session_dir
-            self._lock_file, self._audit, self.acquisition = lock, audit, acquisition
+            self._open_session(choice, session_dir, "wizard_resumed", by=by,
+                               step=saved.get("step"))
             self.bad_channels = set(saved.get("bad_channels", []))
             self.override = saved.get("override")
             self.trials = TrialSettings.model_validate(saved.get("trials", {}))
@@ -658,7 +652,6 @@ class Wizard:
             self._restore_profile(saved.get("profile"), bool(saved.get("profile_reused")))
             step = saved.get("resume_step") or saved.get("step")
             self.resume_step = step if step in ("calibration", "training", "online") else None
-            self.step = "signal"
             return self.state()
 
     def _restore_training(self, saved: dict[str, Any]) -> None:
