@@ -9,6 +9,8 @@ Registered with ``bci`` through the ``bci_runtime.commands`` entry points::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import webbrowser
 from collections.abc import Callable
@@ -26,6 +28,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
             "  bci calibrate                         # opens the wizard in the browser\n"
             "  bci calibrate --simulate stationary   # the simulator as the patient\n"
             "  bci calibrate --port 8770 --no-browser\n"
+            "  bci calibrate --json --simulate stationary   # {\"url\": ...} for a script\n"
             "  bci calibrate --sim-param erd=0.05     # a simulated patient with a weak rhythm\n"
             "\n"
             "The wizard serves http://127.0.0.1:PORT/ only (never the network). Every choice\n"
@@ -42,6 +45,8 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="where sessions are kept (default ./sessions)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
     p.add_argument("--no-browser", action="store_true", help="print the address, open nothing")
+    p.add_argument("--json", action="store_true", help="print the address as one JSON line "
+                   "on stdout once it serves (for scripts; implies --no-browser)")
     p.add_argument("--stim-limits", type=Path, default=None, metavar="FILE",
                    help="safety limits of the online step's simulated stimulator (default: "
                    "the shipped pipelines/limits/two_contacts.yaml; `bci safety check` it)")
@@ -83,11 +88,19 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(create_app(wizard), log_level="warning",
                                            ws="websockets-sansio"))
-    print(f"calibration wizard: {url}   (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    if not args.no_browser:
+    if args.json:
+        print(json.dumps({"url": url, "pid": os.getpid(),
+                          "sessions_root": str(args.sessions_root)}), flush=True)
+    else:
+        print(f"calibration wizard: {url}   (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    if not (args.no_browser or args.json):
         webbrowser.open(url)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has shut down
+        pass
     finally:
-        wizard.close()
+        wizard.close()  # stops any run: what was recorded is finalized
+    print("calibration wizard stopped; the session folder keeps everything recorded",
+          file=sys.stderr)
     return EXIT_OK

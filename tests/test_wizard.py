@@ -195,3 +195,43 @@ def test_the_wizard_in_a_browser(served: tuple[Wizard, httpx.Client, str], brows
     assert problems == []
     assert wizard.choice.classes == ["left", "right", "feet"]
     assert wizard.override == "bridged gel on C3/C4, research session"
+
+
+def test_bci_calibrate_serves_until_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    bci = Path(sys.executable).with_name("bci")
+    proc = subprocess.Popen([str(bci), "calibrate", "--json", "--sessions-root",
+                             str(tmp_path), "--sim-param", "erd=0.3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(proc.stdout.readline())
+        assert started["url"].startswith("http://127.0.0.1:")
+        state = httpx.get(started["url"] + "api/state", timeout=10).json()
+        assert state["step"] == "patient"
+        page = httpx.get(started["url"], timeout=10)
+        assert "Calibration wizard" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sim-param", "erd"], "not KEY=VALUE"),
+    (["--sim-param", "erd=5"], "less than or equal to 0.9"),
+    (["--sim-param", "elbow=1"], "unknown key 'elbow'"),
+    (["--stim-limits", "/nonexistent.yaml"], "no such file"),
+])
+def test_bci_calibrate_refuses_bad_options_before_serving(tmp_path: Path, args: list[str],
+                                                          words: str) -> None:
+    import subprocess
+    import sys
+
+    bci = Path(sys.executable).with_name("bci")
+    done = subprocess.run([str(bci), "calibrate", "--json", "--sessions-root", str(tmp_path),
+                           *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and '"url"' not in done.stdout  # it never served
+    assert words in done.stdout + done.stderr  # with --json the error is JSON on stdout
