@@ -22,6 +22,7 @@ RUNS = [
     ["safety_speed.py"],
     ["actuation_path.py"],
     ["safety_hil.py", "--stalls", "200"],
+    ["wizard_cue_timing.py"],
 ]
 
 

@@ -80,15 +80,19 @@ class CueProgress:
         with self._lock:
             return {"cue": self.cue, "trial": self.trial, **self._progress()}
 
+    def lags_ms(self) -> np.ndarray:
+        """Every cue's display lag so far, ms, shape (n_cues_shown,)."""
+        with self._lock:
+            return np.asarray(self._lags, dtype=np.float64) * 1e3
+
     def display_lag_ms(self) -> dict[str, float] | None:
         """Percentiles of the cue display lag (marker time to the page's frame), ms."""
-        with self._lock:
-            if not self._lags:
-                return None
-            lags = np.asarray(self._lags) * 1e3
-        p50, p95, worst = np.percentile(lags, [50, 95, 100])
-        return {"n": int(lags.size), "p50": round(float(p50), 1),
-                "p95": round(float(p95), 1), "max": round(float(worst), 1)}
+        lags = self.lags_ms()
+        if not lags.size:
+            return None
+        p50, p95, p99, worst = np.percentile(lags, [50, 95, 99, 100])
+        return {"n": int(lags.size), "p50": round(float(p50), 1), "p95": round(float(p95), 1),
+                "p99": round(float(p99), 1), "max": round(float(worst), 1)}
 
     def _progress(self) -> dict[str, Any]:
         return {"done": self.done, "expected": self.expected,
