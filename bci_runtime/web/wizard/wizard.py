@@ -438,9 +438,17 @@ class Wizard:
         return {"stopped": True}
 
     def stop_online(self, by: str = "clinician") -> dict[str, Any]:
-        """Stop the loop, save the session and a profile of the newest co-adapted model."""
+        """Stop the loop, save the session and a profile of the newest co-adapted model.
+
+        After a loop that ended by itself (its stream lost, a failure) this finishes the
+        session the same way.
+        """
         with self._lock:
-            run = self._current("online")
+            self._expect("online")
+            run = self.run if self.run is not None else self.last_online
+            if run is None:
+                raise ConfigError("the closed loop has not been started",
+                                  hint="start it, or close the wizard")
             self._log("wizard_online_stop", by=by, run=run.folder.name)
             run.stop("stopped", "stopped by the clinician")
         self._wait_ended(run)

@@ -95,6 +95,8 @@ class WizardRun:
 
     def stop(self, outcome: str = "stopped", message: str | None = None) -> None:
         """End the run (any thread); ``outcome`` and ``message`` say why."""
+        if self.done.is_set():
+            return  # it ended already, and says how
         if self._stop_reason is None:
             self._stop_reason, self.message = outcome, message
         self.runner.request_stop(message or outcome)
