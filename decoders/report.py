@@ -107,5 +107,5 @@ def write_report(folder: Path, result: Any, train: Any, test: Any, decoder: str,
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # labels uncut
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -433,7 +433,7 @@ class Wizard:
         run = self.run
         if run is None or run.kind != "online":
             raise ConfigError("nothing is running", hint="there is nothing to stop")
-        run.runner.emergency_stop(f"wizard:{by}")
+        run.runner.emergency_stop(f"emergency stop in the wizard by the {by}")
         self._log("wizard_emergency_stop", by=by)
         return {"stopped": True}
 

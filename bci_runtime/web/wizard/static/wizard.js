@@ -39,6 +39,7 @@ function show(newState) {
   if (state.signal_error) say(`The signal stopped: ${state.signal_error}`);
   if (state.step === "signal") startSignal(); else stopSignal();
   if (["calibration", "training", "online"].includes(state.step)) openFeed(); else closeFeed();
+  placeStage();
   showCalibration();
   showTraining();
   showOnline();
@@ -85,11 +86,30 @@ function recordedText() {
   return parts.length ? `Trials recorded so far: ${parts.join(", ")}.` : "";
 }
 
+// the trials recorded over every calibration run, this one's as far as it got
+function recordedDuring(run) {
+  const recorded = {};
+  for (const r of state.calibration_runs) {
+    const counts = r.folder === run.folder ? run.per_class : r.per_class;
+    for (const [c, n] of Object.entries(counts || {})) recorded[c] = (recorded[c] || 0) + n;
+  }
+  return recorded;
+}
+
+let trialsShown = false;  // the form shows the settings in use (a reload keeps them)
+function showTrials(trials) {
+  $("trials-per-class").value = trials.trials_per_class;
+  $("fixation-s").value = trials.fixation_s;
+  $("cue-s").value = trials.cue_s;
+  $("rest-s").value = trials.rest_s;
+}
+
 function showCalibration() {
   if (state.step !== "calibration" && state.step !== "online") { $("stage-box").hidden = true; }
   if (state.step !== "calibration") return;
   const run = state.run, running = !!run && run.kind === "calibration";
   $("recorded").textContent = recordedText();
+  if (running || !trialsShown) { showTrials(state.trials); trialsShown = true; }
   $("calibration-start").hidden = running;
   $("calibration-stop").hidden = !running;
   $("calibration-form").querySelectorAll("input").forEach((i) => { i.disabled = running; });
@@ -103,7 +123,7 @@ function showCalibration() {
         "missing trials (the recorded ones are kept).");
   }
   $("stage-box").hidden = !running;
-  if (running) progress(run);
+  if (running) { progress(run); showRunCue(run); }
 }
 
 async function startCalibration(event) {
@@ -120,10 +140,22 @@ async function startCalibration(event) {
 function progress(run) {
   const expected = run.expected;
   $("run-progress-label").textContent = expected ?
-    `${run.done} of ${expected} trials recorded` : `${run.done} trials`;
+    `${run.done} of ${expected} trials recorded` :
+    `${run.done} trial${run.done === 1 ? "" : "s"}`;
   $("run-progress").max = expected || 1;
   $("run-progress").value = expected ? run.done : 0;
   $("run-progress").hidden = !expected;
+}
+
+// the cue display goes with the run: below the calibration's controls, or in the online
+// step between its buttons (the emergency stop stays in sight) and the decoder's output
+function placeStage() {
+  const box = $("stage-box");
+  if (state.step === "online") {
+    if (box.nextElementSibling !== $("decision")) $("decision").before(box);
+  } else if (box.parentElement !== $("step-calibration")) {
+    $("step-calibration").append(box);
+  }
 }
 
 // the cue display: a fixation cross, an arrow, or flickering targets (SSVEP)
@@ -163,6 +195,19 @@ function stopFlicker() {
   for (const box of $("stage").querySelectorAll(".target")) box.style.background = "";
 }
 
+function showCue(cue) {
+  const word = CUE_WORDS[cue] || `Look at ${cue}`;
+  if (state.choice && state.choice.paradigm === "ssvep") { stageTargets(cue); startFlicker(); }
+  else $("stage").replaceChildren(text("span", ARROWS[cue] || cue));
+  $("stage").setAttribute("aria-label", word);
+  $("cue-text").textContent = word;
+}
+
+// a page opened during a cue shows it at once (its display lag is not measured)
+function showRunCue(run) {
+  if (run.cue && !$("stage").childElementCount) showCue(run.cue);
+}
+
 function drawCue(message) {
   const ssvep = state.choice && state.choice.paradigm === "ssvep";
   const stage = $("stage");
@@ -171,11 +216,7 @@ function drawCue(message) {
     if (ssvep) stageTargets(null); else stage.replaceChildren(text("span", "+"));
     stage.setAttribute("aria-label", "fixation cross: get ready");
   } else if (message.type === "cue") {
-    const word = CUE_WORDS[message.cue] || `Look at ${message.cue}`;
-    if (ssvep) { stageTargets(message.cue); startFlicker(); }
-    else stage.replaceChildren(text("span", ARROWS[message.cue] || message.cue));
-    stage.setAttribute("aria-label", word);
-    $("cue-text").textContent = word;
+    showCue(message.cue);
     // answered once the frame with the cue is on the screen: the display lag
     requestAnimationFrame(() => requestAnimationFrame(() => {
       if (feed && feed.readyState === WebSocket.OPEN) {
@@ -261,7 +302,7 @@ function showOnline() {
   $("online-settings").hidden = running;
   $("online-running").hidden = !running;
   $("stage-box").hidden = !running;
-  if (running) progress(run);
+  if (running) { progress(run); showRunCue(run); }
 }
 
 async function startOnline(stimulationBox) {
@@ -302,7 +343,8 @@ function showStatus(s) {
     `${ev.rollbacks || 0} rolled back, ${ev.drifts || 0} drifts seen`;
   const lat = s.latency_ms || {};
   $("fig-latency").textContent = lat.p50 == null ? "—" :
-    `p50 ${lat.p50} ms, p95 ${lat.p95} ms, p99 ${lat.p99} ms (last seconds)`;
+    `p50 ${lat.p50} ms, p99 ${lat.p99} ms, max ${lat.max} ms (last ` +
+    (lat.window_s == null ? "seconds)" : `${Math.round(lat.window_s)} s)`);
   const st = (s.streams || [])[0] || {};
   $("fig-signal").textContent = st.measured_hz == null ? (st.state || "—") :
     `${st.state || ""} ${Number(st.measured_hz).toFixed(0)} Hz, ${st.dropped || 0} samples dropped`;
@@ -330,7 +372,14 @@ function openFeed() {
     const m = JSON.parse(event.data);
     if (m.type === "state") { const {type, ...rest} = m; show(rest); }
     else if (["trial", "cue", "cue_end"].includes(m.type)) drawCue(m);
-    else if (m.type === "progress" && state.run) { Object.assign(state.run, m); progress(state.run); }
+    else if (m.type === "progress" && state.run) {
+      Object.assign(state.run, m);
+      progress(state.run);
+      if (state.run.kind === "calibration") {
+        state.recorded = recordedDuring(state.run);
+        $("recorded").textContent = recordedText();
+      }
+    }
     else if (m.type === "decision") showDecision(m);
     else if (m.type === "event") addEvent(m);
     else if (m.type === "status") showStatus(m);
