@@ -21,6 +21,7 @@ import pytest
 
 from bci_runtime.audit_log import read_audit_log
 from bci_runtime.web.wizard.app import create_app
+from bci_runtime.web.wizard.choices import PatientChoice
 from bci_runtime.web.wizard.server import ServerThread
 from bci_runtime.web.wizard.wizard import Wizard
 
@@ -280,3 +281,51 @@ def test_every_step_of_the_wizard_in_a_browser(served: tuple[Wizard, str],
                                        "wizard_online_started", "wizard_arm",
                                        "wizard_emergency_stop", "wizard_done")]
     assert order == sorted(order), events
+
+
+@pytest.mark.browser
+def test_a_session_left_open_is_resumed_from_the_first_page(tmp_path: Path,
+                                                            browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    root = tmp_path / "sessions"
+    first = Wizard(root, min_good=0.1)  # a wizard closed at the calibration step
+    try:
+        first.choose_patient(PatientChoice(subject="P42", paradigm="mi",
+                                           source={"kind": "simulator"}))
+        deadline = time.monotonic() + 30
+        while not first.quality()["channels"]:
+            assert time.monotonic() < deadline, "no signal quality"
+            time.sleep(0.2)
+        first.mark_channel("Pz", True)
+        first.finish_signal_check()
+    finally:
+        first.close()
+
+    wizard = Wizard(root, min_good=0.1)
+    server = ServerThread(create_app(wizard)).start()
+    page = browser.new_page(viewport=VIEWPORT)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.set_default_timeout(SHORT_MS)
+    try:
+        page.goto(server.url)
+        page.get_by_label("Subject id").fill("P42")
+        resume = page.get_by_role("button", name="Resume ses-01")
+        expect(resume).to_be_visible()
+        expect(page.locator("#unfinished-list")).to_contain_text("left at calibration")
+        shot(page, "resume-1-offered")
+        resume.click()
+        check_page(page, problems, "signal")  # the electrodes are checked again
+        expect(page.get_by_label("Leave out Pz")).to_be_checked()  # the marks are kept
+        page.get_by_role("button", name="Continue to calibration").click()
+        check_page(page, problems, "calibration")
+        shot(page, "resume-2-calibration")
+    finally:
+        page.close()
+        server.stop()
+        wizard.close()
+    session = root / "sub-P42" / "ses-01"
+    events = [r["event"] for r in read_audit_log(session / "audit.jsonl")]
+    assert events.count("wizard_signal_checked") == 2 and "wizard_resumed" in events
+    assert not (root / "sub-P42" / "ses-02").exists()  # the same session, not a new one

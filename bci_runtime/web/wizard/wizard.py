@@ -150,6 +150,7 @@ class Wizard:
                                simulator=self.simulator if choice.source.kind == "simulator"
                                else None)
             self.profile = profile
+            self._save()
             return self.state()
 
     def _open_session(self, patient: PatientChoice, session_dir: Path, event: str,
@@ -247,6 +248,7 @@ class Wizard:
                     self.profile_reused = True
                     self._log("wizard_profile_reused", by=by, profile=self.profile["id"])
                     self.step = "online"
+            self._save()
             return self.state()
 
     def _resumed_step(self) -> str:

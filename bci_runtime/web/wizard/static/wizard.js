@@ -76,8 +76,31 @@ function lookUpProfiles() {
           `${p.paradigm} ${p.classes.join("/")}, accuracy ${pct(p.accuracy)}`;
         select.add(new Option(label, p.id));
       }
+      showUnfinished(subject, (await api(
+        `/api/unfinished?subject=${encodeURIComponent(subject)}`)).sessions);
     } catch (error) { say(error.message); }
   }, 250);
+}
+
+// sessions a wizard left before the end (closed, crashed): one button each to go on
+function showUnfinished(subject, sessions) {
+  const box = $("unfinished");
+  box.hidden = !sessions.length;
+  $("unfinished-list").replaceChildren(...sessions.map((s) => {
+    const li = document.createElement("li");
+    const recorded = Object.entries(s.recorded).map(([c, n]) => `${c} ${n}`).join(", ");
+    const button = text("button", `Resume ${s.session}`, {type: "button"});
+    button.disabled = s.in_use;
+    button.addEventListener("click", async () => {
+      say("");
+      try { show(await api("/api/resume", {subject, session: s.session})); }
+      catch (error) { say(error.message); }
+    });
+    li.append(button, text("span", ` ${s.paradigm}, left at ${s.step}` +
+      (recorded ? `; trials recorded: ${recorded}` : "") +
+      (s.in_use ? " (open in another wizard)" : "")));
+    return li;
+  }));
 }
 
 // -- step 3 ---------------------------------------------------------------------------
@@ -523,6 +546,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     });
   }
   $("subject").addEventListener("input", lookUpProfiles);
+  $("subject").addEventListener("change", lookUpProfiles);
   $("calibration-form").addEventListener("submit", startCalibration);
   $("calibration-stop").addEventListener("click", () => post("/api/calibration/stop"));
   $("train").addEventListener("click", () => post("/api/training/start"));
