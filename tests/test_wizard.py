@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from wizard_helpers import serve
 
 from bci_runtime.audit_log import read_audit_log
 from bci_runtime.errors import ConfigError
-from bci_runtime.web.wizard.app import create_app
-from bci_runtime.web.wizard.server import ServerThread
 from bci_runtime.web.wizard.session_lock import SessionLock
 from bci_runtime.web.wizard.wizard import Wizard
 
@@ -32,14 +31,8 @@ PATIENT = {"subject": "P07", "paradigm": "mi", "classes": ["left", "right"],
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Wizard, httpx.Client, str]]:
-    wizard = Wizard(tmp_path / "sessions", min_good=0.75)
-    server = ServerThread(create_app(wizard)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            yield wizard, client, server.url
-    finally:
-        server.stop()
-        wizard.close()
+    with serve(tmp_path / "sessions", min_good=0.75) as served:
+        yield served
 
 
 def quality_when_ready(client: httpx.Client) -> dict[str, Any]:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wizard_helpers import serve
 
 from bci_runtime.audit_log import read_audit_log
-from bci_runtime.web.wizard.app import create_app
 from bci_runtime.web.wizard.choices import PatientChoice
-from bci_runtime.web.wizard.server import ServerThread
 from bci_runtime.web.wizard.wizard import Wizard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +66,8 @@ PAGE_PROBLEMS = """() => {
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Wizard, str]]:
-    wizard = Wizard(tmp_path / "sessions", min_good=0.1)
-    server = ServerThread(create_app(wizard)).start()
-    try:
-        yield wizard, server.url
-    finally:
-        server.stop()
-        wizard.close()
+    with serve(tmp_path / "sessions", min_good=0.1) as (wizard, _, url):
+        yield wizard, url
 
 
 def check_page(page: Any, problems: list[str], step: str, *, focused: bool = True) -> None:
@@ -302,14 +296,12 @@ def test_a_session_left_open_is_resumed_from_the_first_page(tmp_path: Path,
     finally:
         first.close()
 
-    wizard = Wizard(root, min_good=0.1)
-    server = ServerThread(create_app(wizard)).start()
-    page = browser.new_page(viewport=VIEWPORT)
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.set_default_timeout(SHORT_MS)
-    try:
-        page.goto(server.url)
+    with serve(root, min_good=0.1) as (_, _, url):
+        page = browser.new_page(viewport=VIEWPORT)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.set_default_timeout(SHORT_MS)
+        page.goto(url)
         page.get_by_label("Subject id").fill("P42")
         resume = page.get_by_role("button", name="Resume ses-01")
         expect(resume).to_be_visible()
@@ -321,10 +313,7 @@ def test_a_session_left_open_is_resumed_from_the_first_page(tmp_path: Path,
         page.get_by_role("button", name="Continue to calibration").click()
         check_page(page, problems, "calibration")
         shot(page, "resume-2-calibration")
-    finally:
         page.close()
-        server.stop()
-        wizard.close()
     session = root / "sub-P42" / "ses-01"
     events = [r["event"] for r in read_audit_log(session / "audit.jsonl")]
     assert events.count("wizard_signal_checked") == 2 and "wizard_resumed" in events

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import pyxdf
+from wizard_helpers import serve
 
 from bci_runtime.audit_log import read_audit_log
 from bci_runtime.web.wizard.app import create_app
@@ -32,14 +33,8 @@ WAIT_S = 60
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Wizard, httpx.Client, str]]:
-    wizard = Wizard(tmp_path / "sessions", min_good=0.1)
-    server = ServerThread(create_app(wizard)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            yield wizard, client, server.url
-    finally:
-        server.stop()
-        wizard.close()
+    with serve(tmp_path / "sessions", min_good=0.1) as served:
+        yield served
 
 
 def to_calibration(client: httpx.Client, patient: dict[str, Any]) -> dict[str, Any]:

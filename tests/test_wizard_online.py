@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pyxdf
+from wizard_helpers import serve as serve_wizard
 
 from bci_runtime.audit_log import read_audit_log
-from bci_runtime.web.wizard.app import create_app
 from bci_runtime.web.wizard.profiles import load_profile
-from bci_runtime.web.wizard.server import ServerThread
 from bci_runtime.web.wizard.wizard import Wizard
 
 PATIENT = {"subject": "P31", "paradigm": "mi", "classes": ["left", "right"],
@@ -33,16 +30,8 @@ WAIT_S = 120
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def serve(root: Path, **options: Any) -> Iterator[tuple[Wizard, httpx.Client, str]]:
-    wizard = Wizard(root, min_good=0.1, **options)
-    server = ServerThread(create_app(wizard)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            yield wizard, client, server.url
-    finally:
-        server.stop()
-        wizard.close()
+def serve(root: Path, **options: Any) -> Any:
+    return serve_wizard(root, min_good=0.1, **options)
 
 
 def until(condition: Any, what: str) -> None:
