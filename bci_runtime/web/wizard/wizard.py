@@ -175,7 +175,7 @@ class Wizard:
 
     def _reloadable_profile(self, choice: PatientChoice) -> dict[str, Any]:
         profile = profiles.load_profile(self.sessions_root, choice.subject,
-                                        choice.profile)  # type: ignore[arg-type]
+                                        choice.profile or "")
         if profile["paradigm"] != choice.paradigm \
                 or sorted(profile["classes"]) != sorted(classes_of(choice)):
             raise ConfigError(
@@ -190,7 +190,7 @@ class Wizard:
         """Per-channel quality of the newest seconds, the clinician's marks, and the verdict."""
         with self._lock:
             self._expect("signal")
-            acquisition, marked = self.acquisition, sorted(self.bad_channels)
+            acquisition, marked = self._signal(), sorted(self.bad_channels)
         assessed = acquisition.monitor.assess(marked_bad=marked)
         if assessed is None:  # the first second of signal is not there yet
             return {"channels": [], "enough": False, "message": "waiting for the signal…"}
@@ -206,7 +206,7 @@ class Wizard:
         """Mark a channel bad (left out of calibration and decoding) or good again."""
         with self._lock:
             self._expect("signal")
-            names = self.acquisition.channel_names  # type: ignore[union-attr]
+            names = self._signal().channel_names
             if channel not in names:
                 raise ConfigError(f"no channel {channel!r}; the signal has {', '.join(names)}")
             (self.bad_channels.add if bad else self.bad_channels.discard)(channel)
@@ -233,7 +233,7 @@ class Wizard:
             self._log("wizard_signal_checked", by=by, bad_channels=sorted(self.bad_channels),
                       channels=[{k: c[k] for k in ("name", "status", "reasons")}
                                 for c in verdict["channels"]])
-            self.acquisition.stop()  # type: ignore[union-attr]  # each run opens the source
+            self._signal().stop()  # each run opens the source again
             self.step = "calibration"
             if self.resume_step is not None:
                 self.step = self._resumed_step()
@@ -267,11 +267,11 @@ class Wizard:
         with self._lock:
             self._expect("calibration")
             self._expect_no_run()
-            choice = self.choice
-            classes = classes_of(choice)  # type: ignore[arg-type]
-            folder = self.session_dir / f"calibration-{self._next_index('calibration'):02d}"
-            config = calibration_config(choice, trials, self.simulator,  # type: ignore[arg-type]
-                                        run_seed(self.session_dir, folder.name))  # type: ignore[arg-type]
+            choice, session = self._opened()
+            classes = classes_of(choice)
+            folder = session / f"calibration-{self._next_index('calibration'):02d}"
+            config = calibration_config(choice, trials, self.simulator,
+                                        run_seed(session, folder.name))
             run = self._new_run("calibration", config, folder, classes,
                                 trials.trials_per_class * len(classes))
             self.trials = trials
@@ -326,27 +326,27 @@ class Wizard:
             return self.state()
 
     def _train(self, recordings: list[str], folder: Path) -> None:
-        choice = self.choice
-        paradigm = choice.paradigm  # type: ignore[union-attr]
+        choice, session = self._opened()
+        paradigm = choice.paradigm
         tmin, tmax = 0.5, min(self.trials.cue_s, 2.5 if paradigm == "mi" else 4.0)
         try:
             folder.mkdir(parents=True, exist_ok=False)
             report = plugin("train")(
                 [Path(r) for r in recordings], paradigm=paradigm,
-                classes=classes_of(choice), model_path=folder / profiles.MODEL_FILE,  # type: ignore[arg-type]
+                classes=classes_of(choice), model_path=folder / profiles.MODEL_FILE,
                 decoder=DECODERS[paradigm], adapt=ADAPT[paradigm],
                 bad_channels=sorted(self.bad_channels), tmin=tmin, tmax=tmax,
                 progress=self._training_progress)
             (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
             profile = profiles.save_profile(
-                self.sessions_root, choice.subject, self.session_dir.name,  # type: ignore[union-attr]
+                self.sessions_root, choice.subject, session.name,
                 {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt",
                                            "tmin", "tmax")},
                  "classes": report["model_classes"],  # the decision columns' order
                  "band": list(report.get("band") or BANDS[paradigm]),
                  "bad_channels": sorted(self.bad_channels), "trials": self.trials.model_dump(),
                  "accuracy": report["accuracy"], "chance": report["chance"],
-                 "good_enough": report["good_enough"], "source": choice.source.model_dump()},  # type: ignore[union-attr]
+                 "good_enough": report["good_enough"], "source": choice.source.model_dump()},
                 Path(report["model"]["path"]), origin="training")
         except BciError as exc:
             self._training_failed(exc.message, exc.hint)
@@ -407,16 +407,16 @@ class Wizard:
                     self._log("wizard_online_override", by=by, reason=reason,
                               accuracy=report["accuracy"])
             self._expect_no_run()
-            folder = self.session_dir / f"online-{self._next_index('online'):02d}"
-            config = online_config(self.choice, self.trials, self.simulator,  # type: ignore[arg-type]
-                                   self.profile, settings,  # type: ignore[arg-type]
-                                   run_seed(self.session_dir, folder.name),  # type: ignore[arg-type]
-                                   self.stim_limits)
-            run = self._new_run("online", config, folder, self.profile["classes"], None)  # type: ignore[index]
+            choice, session = self._opened()
+            profile = self._usable_profile()
+            folder = session / f"online-{self._next_index('online'):02d}"
+            config = online_config(choice, self.trials, self.simulator, profile, settings,
+                                   run_seed(session, folder.name), self.stim_limits)
+            run = self._new_run("online", config, folder, profile["classes"], None)
             self.last_online = run
             self.step = "online"
             self._log("wizard_online_started", by=by, run=folder.name,
-                      settings=settings.model_dump(), profile=self.profile["id"])  # type: ignore[index]
+                      settings=settings.model_dump(), profile=profile["id"])
             return self._start(run)
 
     def arm(self, by: str = "clinician") -> dict[str, Any]:
@@ -461,8 +461,9 @@ class Wizard:
                 latest = None
                 self._log("wizard_profile_not_saved", reason=exc.message)
             if latest is not None and self.profile is not None:
+                choice, session = self._opened()
                 self.saved_profile = profiles.save_profile(
-                    self.sessions_root, self.choice.subject, self.session_dir.name,  # type: ignore[union-attr]
+                    self.sessions_root, choice.subject, session.name,
                     {k: v for k, v in self.profile.items() if k not in ("id", "model")},
                     latest, origin="online")
                 self._log("wizard_profile_saved", profile=self.saved_profile["id"],
@@ -532,7 +533,7 @@ class Wizard:
     def _new_run(self, kind: str, config: dict[str, Any], folder: Path, classes: list[str],
                  expected: int | None) -> WizardRun:
         try:
-            return WizardRun(kind, config, folder, self.choice.subject,  # type: ignore[union-attr]
+            return WizardRun(kind, config, folder, self._opened()[0].subject,
                              classes, expected, self.broadcast.publish, self._runtime_event,
                              on_end=self._run_ended)
         except BciError as exc:
@@ -565,6 +566,23 @@ class Wizard:
                               hint="its session folder keeps what was recorded; see its "
                                    "events.jsonl")
 
+    def _opened(self) -> tuple[PatientChoice, Path]:
+        """The patient and the session folder (set at step 1, there at every later step)."""
+        if self.choice is None or self.session_dir is None:
+            raise StepOrderError("no session is open", hint="start at step 1")
+        return self.choice, self.session_dir
+
+    def _signal(self) -> Acquisition:
+        if self.acquisition is None:
+            raise StepOrderError("the signal check is not running", hint="reload the page")
+        return self.acquisition
+
+    def _usable_profile(self) -> dict[str, Any]:
+        if self.profile is None:
+            raise ConfigError("there is no decoder profile to start from",
+                              hint="train the decoder first, or choose a profile at step 1")
+        return self.profile
+
     def _current(self, kind: str) -> WizardRun:
         run = self.run
         if run is None or run.kind != kind:
@@ -579,7 +597,7 @@ class Wizard:
     def _next_index(self, prefix: str) -> int:
         """The next free ``<prefix>-NN`` folder number (folders are never reused)."""
         taken = [int(p.name.rpartition("-")[2]) for p in
-                 self.session_dir.glob(f"{prefix}-*")  # type: ignore[union-attr]
+                 self._opened()[1].glob(f"{prefix}-*")
                  if p.name.rpartition("-")[2].isdigit()]
         return max(taken, default=0) + 1
 
@@ -668,7 +686,7 @@ class Wizard:
         folder = saved.get("folder")
         if saved.get("state") == "done" and folder:
             try:
-                report = json.loads((self.session_dir / folder / "report.json").read_text())  # type: ignore[operator]
+                report = json.loads((self._opened()[1] / folder / "report.json").read_text())
             except (OSError, ValueError):
                 return  # the result is gone: train again
             self.training = {"state": "done", "progress": 1.0, "folder": folder,
@@ -678,8 +696,8 @@ class Wizard:
         if not profile_id:
             return
         try:
-            self.profile = profiles.load_profile(self.sessions_root,
-                                                 self.choice.subject, profile_id)  # type: ignore[union-attr]
+            self.profile = profiles.load_profile(self.sessions_root, self._opened()[0].subject,
+                                                 profile_id)
             self.profile_reused = reused
         except ConfigError as exc:
             self._log("wizard_profile_dropped", profile=profile_id, reason=exc.message)
