@@ -270,3 +270,34 @@ def test_sessions_that_cannot_be_resumed_say_why(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="BIDS label"):
         wizard.resume("P23", "../../etc")
     assert wizard.step == "patient"
+
+
+def test_a_brainflow_board_is_calibrated_with_the_cue_schedule(
+        served: tuple[Wizard, httpx.Client, str]) -> None:
+    pytest.importorskip("brainflow")
+    wizard, client, _ = served
+    patient = {**PATIENT, "subject": "P24",
+               "source": {"kind": "brainflow", "name": "synthetic"}}  # BrainFlow's own code
+    state = client.post("/api/patient", json=patient).json()
+    assert state.get("step") == "signal", state
+    deadline = time.monotonic() + WAIT_S
+    while not client.get("/api/quality").json()["channels"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    state = client.post("/api/signal/done",
+                        json={"override_reason": "synthetic board, a test"}).json()
+    session = Path(state["session_dir"])
+    client.post("/api/calibration/start", json=FAST).raise_for_status()
+    wait_run_over(wizard)
+    state = client.get("/api/state").json()
+    assert state["calibration_runs"][0]["outcome"] == "completed"
+    assert state["recorded"] == {"left": 2, "right": 2}
+    xdf = next((session / "calibration-01").glob("*_recording.xdf"))
+    streams, _ = pyxdf.load_xdf(str(xdf), synchronize_clocks=False, dejitter_timestamps=False)
+    by_name = {s["info"]["name"][0]: s for s in streams}
+    cues = [m[0] for m in by_name["cues.markers"]["time_series"] if m[0].startswith("cue/")]
+    assert sorted(cues) == ["cue/left", "cue/left", "cue/right", "cue/right"]
+    signal = by_name["eeg.signal"]
+    # the board's samples span the cues (the trials' data are in the file)
+    cue_t = by_name["cues.markers"]["time_stamps"]
+    assert signal["time_stamps"][0] < cue_t.min() and signal["time_stamps"][-1] > cue_t.max()
