@@ -8,6 +8,7 @@ let feed = null;          // the run feed: cues, progress, decisions, status
 let lastStep = null;
 let state = null;
 const ARROWS = {left: "\u2190", right: "\u2192", feet: "\u2193", tongue: "\u2191"};
+const PARADIGMS = {mi: "motor imagery", ssvep: "SSVEP"};
 const CUE_WORDS = {left: "Left hand", right: "Right hand", feet: "Feet", tongue: "Tongue"};
 
 async function api(path, body) {
@@ -96,7 +97,7 @@ function showUnfinished(subject, sessions) {
       try { show(await api("/api/resume", {subject, session: s.session})); }
       catch (error) { say(error.message); }
     });
-    li.append(button, text("span", ` ${s.paradigm}, left at ${s.step}` +
+    li.append(button, text("span", ` ${PARADIGMS[s.paradigm] || s.paradigm}, left at ${s.step}` +
       (recorded ? `; trials recorded: ${recorded}` : "") +
       (s.in_use ? " (open in another wizard)" : "")));
     return li;
