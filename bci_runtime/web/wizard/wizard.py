@@ -131,6 +131,7 @@ class Wizard:
         self._audit: AuditLog | None = None
         self._lock_file: SessionLock | None = None
         self._lock = threading.RLock()  # requests come from the server's threads
+        self._save_lock = threading.Lock()
 
     def check_simulator(self) -> None:
         """Refuse simulator parameters (``sim_params``) that do not validate, before serving."""
@@ -629,9 +630,10 @@ class Wizard:
                  "calibration_runs": self.calibration_runs, "online_runs": self.online_runs,
                  "training": training, "profile": self.profile["id"] if self.profile else None,
                  "profile_reused": self.profile_reused}
-        tmp = self.session_dir / (WIZARD_STATE + ".tmp")
-        tmp.write_text(json.dumps(json_safe(saved), indent=1), encoding="utf-8")
-        os.replace(tmp, self.session_dir / WIZARD_STATE)
+        with self._save_lock:  # the emergency stop logs from outside the wizard's lock
+            tmp = self.session_dir / (WIZARD_STATE + ".tmp")
+            tmp.write_text(json.dumps(json_safe(saved), indent=1), encoding="utf-8")
+            os.replace(tmp, self.session_dir / WIZARD_STATE)
 
     def unfinished_sessions(self, subject: str) -> list[dict[str, Any]]:
         """The subject's sessions a wizard left before the end (newest first), resumable."""
