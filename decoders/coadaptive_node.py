@@ -35,13 +35,11 @@ channels marked bad.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
 import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -409,7 +407,7 @@ class CoAdaptiveDecoderNode(Node):
         """Each published version goes to ``<session>/models/<node>/`` (on the worker)."""
         if context.session_dir is None:
             return None
-        from bci_runtime.decoders.model_store import save_version
+        from bci_runtime.decoders.model_store import add_version_file, save_version
 
         folder = context.session_dir / "models" / self.name
 
@@ -418,7 +416,8 @@ class CoAdaptiveDecoderNode(Node):
             if version.reason == "initial_model" and self._initial is not None:
                 # the very file it started from, so its hash is the one the marker names
                 metrics["source"] = str(self._initial.path)
-                entry = _store_file(folder, self._initial.data, version.version, metrics)
+                entry = add_version_file(folder, self._initial.data, version.version,
+                                         metrics=metrics)
             else:
                 entry = save_version(folder, version.model, version.version,
                                      parent=version.parent, metrics=metrics)
@@ -580,41 +579,6 @@ class CoAdaptiveDecoderNode(Node):
             "serving_version": None if serving is None else serving.version,
             "swaps": self._counts["swap"], "rollbacks": self._counts["rollback"],
             "drift_detections": self._counts["drift"]} if serving is not None else None}
-
-
-def _store_file(folder: Path, data: bytes, version: int, metrics: dict[str, Any]
-                ) -> dict[str, Any]:
-    """Write model file bytes as ``version`` of a models folder and list it in its manifest.
-
-    As :func:`~bci_runtime.decoders.model_store.save_version`, but the bytes are
-    kept as they are (an initial model file), so its SHA-256 stays the file's.
-    """
-    from bci_runtime.decoders.model_store import (
-        EXTENSION,
-        MANIFEST,
-        read_manifest,
-        write_manifest,
-    )
-
-    file = f"model-{version}{EXTENSION}"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / file)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ModelFileError(f"cannot write model file {folder / file}: {exc}") from exc
-    entries = read_manifest(folder) if (folder / MANIFEST).exists() else {}
-    entry = {"file": file, "sha256": hashlib.sha256(data).hexdigest(), "parent": None,
-             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-             "metrics": dict(metrics)}
-    entries[str(version)] = entry
-    write_manifest(folder, entries)
-    return entry
 
 
 def last_serving_version(session_dir: str | os.PathLike[str],

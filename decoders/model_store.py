@@ -113,6 +113,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "add_version_file",
     "file_sha256",
     "load_model",
     "load_version",
@@ -1020,12 +1021,40 @@ def save_version(folder: str | os.PathLike[str], model: Any, version: str | int,
     dict
         The manifest entry written.
     """
-    folder = Path(folder)
+    folder, key = Path(folder), _version_key(version)
+    file = f"model-{key}{EXTENSION}"
+    digest = save_model(model, folder / file, allowed_modules=allowed_modules)
+    return _list_version(folder, key, file, digest, parent, metrics)
+
+
+def add_version_file(folder: str | os.PathLike[str], data: bytes, version: str | int, *,
+                     parent: str | int | None = None,
+                     metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Like :func:`save_version`, for a model file's bytes kept as they are.
+
+    A model that came as a file (a calibration profile) keeps its SHA-256 in the
+    models folder; nothing is decoded or re-encoded here.
+    """
+    folder, key = Path(folder), _version_key(version)
+    file = f"model-{key}{EXTENSION}"
+    try:
+        _atomic_write(folder / file, data)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write model file {folder / file}: {exc}") from exc
+    return _list_version(folder, key, file, hashlib.sha256(data).hexdigest(), parent, metrics)
+
+
+def _version_key(version: str | int) -> str:
     key = str(version)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", key):
         raise ModelFileError(f"model version {key!r} must be letters, digits, '.', '_' or '-'")
-    file = f"model-{key}{EXTENSION}"
-    digest = save_model(model, folder / file, allowed_modules=allowed_modules)
+    return key
+
+
+def _list_version(folder: Path, key: str, file: str, digest: str,
+                  parent: str | int | None, metrics: Mapping[str, Any] | None
+                  ) -> dict[str, Any]:
+    """Record a written version file in ``models.json``; the entry."""
     entries = read_manifest(folder) if (folder / MANIFEST).exists() else {}
     entry = {"file": file, "sha256": digest, "parent": None if parent is None else str(parent),
              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

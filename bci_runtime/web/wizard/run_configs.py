@@ -30,7 +30,6 @@ STIMULATOR = "stimulator"
 #: online co-adaptation of each paradigm's wizard decoder (bench/drift_recovery.py)
 ADAPT = {"mi": ["ts-recenter", "partial-fit@200"], "ssvep": []}
 DECODERS = {"mi": "ts-lda", "ssvep": "ssvep-ensemble"}
-BANDS = {"mi": (1.0, 40.0), "ssvep": (3.0, 45.0)}
 
 
 class TrialSettings(BaseModel):

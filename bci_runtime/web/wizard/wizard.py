@@ -49,7 +49,6 @@ from bci_runtime.web.wizard.broadcast import Broadcast
 from bci_runtime.web.wizard.choices import PatientChoice, source_node
 from bci_runtime.web.wizard.run_configs import (
     ADAPT,
-    BANDS,
     DECODERS,
     OnlineSettings,
     TrialSettings,
@@ -344,7 +343,7 @@ class Wizard:
                 {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt",
                                            "tmin", "tmax")},
                  "classes": report["model_classes"],  # the decision columns' order
-                 "band": list(report.get("band") or BANDS[paradigm]),
+                 "band": report["band"],
                  "bad_channels": sorted(self.bad_channels), "trials": self.trials.model_dump(),
                  "accuracy": report["accuracy"], "chance": report["chance"],
                  "good_enough": report["good_enough"], "source": choice.source.model_dump()},
