@@ -588,8 +588,9 @@ def last_serving_version(session_dir: str | os.PathLike[str],
     What continues co-adaptation another day: pass ``path`` and ``sha256`` as
     the node's ``initial_model`` and ``initial_model_sha256``
     (:meth:`ServingVersion.as_params`). The session's ``events.jsonl`` says which
-    version served (the last ``model_online`` or ``model_swap`` of ``node``; a
-    rollback keeps the version that served), its ``models/<node>/models.json``
+    version served (the last ``model_online``, ``model_swap`` or, for a
+    ``cursor_decoder``, ``model_update`` of ``node``; a rollback keeps the
+    version that served), its ``models/<node>/models.json``
     where that version's file is and its hash.
 
     Parameters
@@ -626,7 +627,7 @@ def last_serving_version(session_dir: str | os.PathLike[str],
         except ValueError:
             continue  # a line cut by a crash: what came before it still counts
         if (isinstance(event, dict) and event.get("node") == node
-                and event.get("event") in ("model_online", "model_swap")
+                and event.get("event") in ("model_online", "model_swap", "model_update")
                 and isinstance(event.get("version"), int)):
             version = event["version"]
     if version is None:

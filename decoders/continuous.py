@@ -542,6 +542,26 @@ class KalmanDecoder(BaseEstimator):
         self._v = np.zeros(self.n_outputs_)
         self._P = np.zeros((self.n_outputs_, self.n_outputs_))  # posterior covariance
 
+    def continue_from(self, other: KalmanDecoder) -> None:
+        """Take over ``other``'s streaming state (its velocity and covariance).
+
+        What a model update needs on the hot path: a new version, fitted off it,
+        goes on filtering from where the serving one is, so the cursor does not
+        jolt and nothing is recomputed.
+
+        Raises
+        ------
+        DecoderError
+            When the two decode different numbers of outputs.
+        """
+        self._require_fitted("continue_from")
+        other._require_fitted("continue_from")
+        if other.n_outputs_ != self.n_outputs_:
+            raise DecoderError(f"KalmanDecoder: cannot continue from a filter of "
+                               f"{other.n_outputs_} outputs, this one has {self.n_outputs_}")
+        self._v = other._v.copy()
+        self._P = other._P.copy()
+
     @property
     def velocity_(self) -> np.ndarray:
         """The current decoded velocity of the streaming filter, shape (n_outputs,)."""
