@@ -51,7 +51,8 @@ LAST_EVENTS = 8  # notable events shown
 TEXT_MAX = 90  # characters of an event's description
 
 #: events that happen on every trial or every few seconds: counted, not listed
-ROUTINE_EVENTS = frozenset({"trial_scored", "clock_offset", "test_call"})
+#: a cursor decoder adapts once a second: counted, not listed one by one
+ROUTINE_EVENTS = frozenset({"trial_scored", "clock_offset", "test_call", "model_update"})
 ERROR_EVENTS = frozenset({"failure", "worker_failure", "safe_state_failed", "heartbeat_lost",
                           "stream_lost", "stimulator_error", "emergency_stop", "close_failed"})
 WARNING_EVENTS = frozenset({"stream_stalled", "samples_dropped", "bad_chunk", "safe_state",
@@ -63,6 +64,7 @@ _TALLIES = {"stream_stalled": "stalls", "bad_chunk": "bad_chunks",
             "stream_reconnected": "reconnects", "stream_lost": "lost",
             "safe_state": "safe_states", "emergency_stop": "emergency_stops",
             "model_swap": "swaps", "model_rollback": "rollbacks", "model_drift": "drifts",
+            "model_update": "updates",
             "failure": "failures", "worker_failure": "failures",
             "heartbeat_lost": "heartbeats_lost"}
 #: event kind -> what it says about the state of the stream of its node
@@ -201,8 +203,10 @@ class RunStatus:
             self._sources.append((name, graph.process_of(name),
                                   spec.name if spec is not None else None,
                                   float(spec.srate) if spec is not None else 0.0))
+        # a decoder: versioned models, and class decisions or a continuous control signal
         self._decoders = [n for n in graph.order
-                          if {"decision", "model"} <= set(graph.nodes[n].outputs)]
+                          if "model" in graph.nodes[n].outputs
+                          and {"decision", "velocity"} & set(graph.nodes[n].outputs)]
         self._feedback = [n for n in graph.order if "decision" in graph.nodes[n].inputs
                           and not graph.nodes[n].outputs]
         self._actuators = [n for n in graph.order if isinstance(graph.nodes[n], Actuator)]
@@ -330,7 +334,8 @@ class RunStatus:
     def _track_versions(tallies: _Tallies, kind: str, node: str,
                         fields: dict[str, Any]) -> None:
         version = _int(fields.get("version"), None)
-        if kind in ("decoder_trained", "model_online", "model_swap") and version is not None:
+        if kind in ("decoder_trained", "model_online", "model_swap", "model_update") \
+                and version is not None:
             tallies.serving[node] = version
             tallies.candidate[node] = None
         elif kind == "model_shadow":
@@ -444,7 +449,7 @@ class RunStatus:
             "version": tallies.serving.get(name), "candidate": tallies.candidate.get(name),
             "calibrated": None, "versions": None, "state": None, "cv_accuracy": None,
             "swaps": counts["swaps"], "rollbacks": counts["rollbacks"],
-            "drifts": counts["drifts"]}
+            "drifts": counts["drifts"], "updates": counts["updates"]}
         if row["process"] != MAIN_PROCESS:
             row["calibrated"] = row["version"] is not None
             row["state"] = "serving" if row["version"] is not None else "calibrating"
@@ -576,6 +581,8 @@ def describe_event(kind: str, fields: dict[str, Any]) -> str:
     elif kind in ("model_online", "model_swap"):
         text = f"v{f.get('version')} serves" + (f" (was v{f.get('replaces') or f.get('serving')})"
                                                 if f.get("replaces") or f.get("serving") else "")
+    elif kind == "model_update":
+        text = f"v{f.get('version')} adapted ({f.get('strategy')})"
     elif kind == "model_shadow":
         text = f"v{f.get('version')} in shadow against v{f.get('serving')}"
     elif kind == "model_rollback":

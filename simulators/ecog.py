@@ -126,6 +126,10 @@ class EcogParams(BaseModel):
     feedback_hold_s: float = Field(0.5, gt=0, le=10, description="decoded feedback steers the "
                                    "cursor for this long; then the intention does again (s; "
                                    "cursor kinematics)")
+    subject_seed: int | None = Field(None, ge=0, description="seed of the simulated patient "
+                                     "alone (cortical tuning, amplitudes, line coupling): the "
+                                     "same patient in runs of other seeds; default: from the "
+                                     "run's seed")
 
     @field_validator("n_channels")
     @classmethod
@@ -330,6 +334,8 @@ class EcogGenerator(CursorTaskGenerator):
         # the seventh child (finger movements and map) leaves the first six as they were
         subject, task, bg_rng, hg_rng, sensor_rng, fail_rng, finger_ss = (
             np.random.default_rng(s) if i < 6 else s for i, s in enumerate(ss.spawn(7)))
+        if p.subject_seed is not None:  # the same patient whatever the run's seed
+            subject = np.random.default_rng(np.random.SeedSequence([p.subject_seed, 0xEC]))
         self.positions = grid_positions(n, p.pitch_mm)
         self.cortex = CortexTuning(self.positions, subject, p.tuned_fraction, p.depth)
         self._hg_base, self._lfp_base = self.cortex.at(self.positions)

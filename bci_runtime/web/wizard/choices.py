@@ -41,7 +41,7 @@ class PatientChoice(_Strict):
     """Step 1: who, which paradigm, which signal."""
 
     subject: str = Field(description="pseudonymous id: letters and digits, no names")
-    paradigm: Literal["mi", "ssvep"]
+    paradigm: Literal["mi", "ssvep", "cursor"]
     classes: list[str] = Field(default_factory=lambda: ["left", "right"],
                                description="motor imagery: 2-4 of " + ", ".join(MI_CLASSES))
     freqs: list[float] = Field(default_factory=lambda: list(SSVEP_FREQS),
@@ -64,8 +64,8 @@ class PatientChoice(_Strict):
             if unknown or not 2 <= len(set(self.classes)) == len(self.classes) <= 4:
                 raise ValueError(f"motor imagery takes 2 to 4 distinct classes of "
                                  f"{', '.join(MI_CLASSES)}")
-        elif not 2 <= len(set(self.freqs)) == len(self.freqs) <= 4 \
-                or not all(4.0 <= f <= 40.0 for f in self.freqs):
+        elif self.paradigm == "ssvep" and (not 2 <= len(set(self.freqs)) == len(self.freqs) <= 4
+                                           or not all(4.0 <= f <= 40.0 for f in self.freqs)):
             raise ValueError("SSVEP takes 2 to 4 distinct flicker frequencies of 4-40 Hz")
         return self
 
@@ -84,6 +84,10 @@ def source_node(choice: PatientChoice, simulator: dict[str, Any]) -> dict[str, A
         return {"type": "lsl_inlet", "params": params}
     if src.kind == "brainflow":
         return {"type": "brainflow_board", "params": {"board": src.name}}
+    if choice.paradigm == "cursor":  # a 32-contact ECoG grid over the motor cortex
+        return {"type": "simulated_ecog", "params": {
+            "n_channels": 32, "srate": 1000, "chunk_size": 20, "kinematics": "cursor",
+            "subject_seed": subject_seed(choice.subject), **simulator}}
     if choice.paradigm == "ssvep":
         return {"type": "simulated_ssvep", "params": {
             "freqs": list(choice.freqs), "rest_class": False, "chunk_size": 10,

@@ -26,6 +26,8 @@ MODEL_FILE = "model.bcimodel"
 #: what a profile must hold to start an online decoder
 REQUIRED = ("paradigm", "classes", "channels", "decoder", "adapt", "tmin", "tmax", "band",
             "model")
+#: ... a continuous cursor decoder (no trial window: it decodes bins)
+REQUIRED_CURSOR = ("paradigm", "channels", "decoder", "adapt", "band", "bin_s", "model")
 
 
 def profiles_dir(sessions_root: Path, subject: str) -> Path:
@@ -104,7 +106,8 @@ def load_profile(sessions_root: Path, subject: str, profile_id: str) -> dict[str
     except (OSError, ValueError) as exc:
         raise ConfigError(f"profile {profile_id} cannot be read: {exc}",
                           hint="calibrate again, or choose another profile") from None
-    missing = [k for k in REQUIRED if k not in profile]
+    required = REQUIRED_CURSOR if profile.get("paradigm") == "cursor" else REQUIRED
+    missing = [k for k in required if k not in profile]
     if missing:
         raise ConfigError(f"profile {profile_id} lacks {', '.join(missing)}",
                           hint="calibrate again, or choose another profile")
@@ -122,5 +125,5 @@ def load_profile(sessions_root: Path, subject: str, profile_id: str) -> dict[str
 def summary(profile: dict[str, Any]) -> dict[str, Any]:
     """What a page lists of a profile (no paths)."""
     keys = ("id", "error", "created", "session", "origin", "paradigm", "classes", "channels",
-            "decoder", "adapt", "accuracy", "chance", "good_enough")
+            "decoder", "adapt", "accuracy", "chance", "r2", "chance_r2", "good_enough")
     return {k: profile[k] for k in keys if k in profile}

@@ -54,6 +54,7 @@ from bci_runtime.web.wizard.run_configs import (
     TrialSettings,
     calibration_config,
     classes_of,
+    cursor_stream,
     online_config,
     run_seed,
 )
@@ -134,9 +135,18 @@ class Wizard:
 
     def check_simulator(self) -> None:
         """Refuse simulator parameters (``sim_params``) that do not validate, before serving."""
-        choice = PatientChoice(subject="check", paradigm="mi", source={"kind": "simulator"})
-        config = {"name": "check", "nodes": {"eeg": source_node(choice, self.simulator)}}
-        load_graph_text(yaml.safe_dump(config), "--sim-param")
+        # a parameter of one paradigm's simulator ("erd", "tuned_fraction") is fine
+        errors = []
+        for paradigm in ("mi", "ssvep", "cursor"):
+            choice = PatientChoice(subject="check", paradigm=paradigm,
+                                   source={"kind": "simulator"})
+            config = {"name": "check", "nodes": {"eeg": source_node(choice, self.simulator)}}
+            try:
+                load_graph_text(yaml.safe_dump(config), "--sim-param")
+                return
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
 
     # -- step 1 ------------------------------------------------------------------------
     def choose_patient(self, choice: PatientChoice, by: str = "clinician") -> dict[str, Any]:
@@ -272,8 +282,9 @@ class Wizard:
             folder = session / f"calibration-{self._next_index('calibration'):02d}"
             config = calibration_config(choice, trials, self.simulator,
                                         run_seed(session, folder.name))
+            # a cursor calibration ends after its duration; cued trials after their count
             run = self._new_run("calibration", config, folder, classes,
-                                trials.trials_per_class * len(classes))
+                                trials.trials_per_class * len(classes) if classes else None)
             self.trials = trials
             self._log("wizard_calibration_started", by=by, run=folder.name,
                       settings=trials.model_dump())
@@ -299,6 +310,18 @@ class Wizard:
         if run is not None and run.kind == "calibration":
             total.update(run.cues.completed)
         return {c: total[c] for c in classes_of(self.choice)} if self.choice else {}
+
+    def recorded_cursor(self) -> dict[str, float]:
+        """Seconds of open-loop cursor calibration and targets reached, over every run."""
+        seconds, hits = 0.0, 0
+        records = [r.get("cursor") or {} for r in self.calibration_runs]
+        run = self.run
+        if run is not None and run.kind == "calibration" and run.cursor is not None:
+            records.append(run.cursor.snapshot())
+        for record in records:
+            seconds += float(record.get("seconds", 0.0))
+            hits += int(record.get("hits", 0))
+        return {"seconds": round(seconds, 1), "hits": hits}
 
     # -- step 4 ------------------------------------------------------------------------
     def start_training(self, by: str = "clinician") -> dict[str, Any]:
@@ -328,6 +351,9 @@ class Wizard:
     def _train(self, recordings: list[str], folder: Path) -> None:
         choice, session = self._opened()
         paradigm = choice.paradigm
+        if paradigm == "cursor":
+            self._train_cursor(recordings, folder)
+            return
         tmin, tmax = 0.5, min(self.trials.cue_s, 2.5 if paradigm == "mi" else 4.0)
         try:
             folder.mkdir(parents=True, exist_ok=False)
@@ -354,15 +380,46 @@ class Wizard:
             self._training_failed(f"training failed: {type(exc).__name__}: {exc}",
                                   "the calibration recordings are kept; try again")
         else:
-            with self._lock:
-                self.profile = profile
-                self.training = {"state": "done", "progress": 1.0, "folder": folder.name,
-                                 "report": report}
-                self._log("wizard_trained", accuracy=report["accuracy"],
-                          chance=report["chance"], threshold=report["chance_threshold"],
-                          good_enough=report["good_enough"], reasons=report["reasons"],
-                          model_sha256=report["model"]["sha256"], profile=profile["id"])
-            self._publish_state()
+            self._trained(folder, report, profile, accuracy=report["accuracy"],
+                          chance=report["chance"], threshold=report["chance_threshold"])
+
+    def _train_cursor(self, recordings: list[str], folder: Path) -> None:
+        """The continuous decoder: blocked cross-validated R² against shifted-label chance."""
+        choice, session = self._opened()
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+            report = plugin("train_cursor")(
+                [Path(r) for r in recordings], model_path=folder / profiles.MODEL_FILE,
+                bad_channels=sorted(self.bad_channels), adapt=ADAPT["cursor"],
+                progress=self._training_progress)
+            (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
+            profile = profiles.save_profile(
+                self.sessions_root, choice.subject, session.name,
+                {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt", "band",
+                                           "bin_s", "features", "r2", "chance_r2",
+                                           "good_enough")},
+                 "classes": [], "bad_channels": sorted(self.bad_channels),
+                 "trials": self.trials.model_dump(), "source": choice.source.model_dump()},
+                Path(report["model"]["path"]), origin="training")
+        except BciError as exc:
+            self._training_failed(exc.message, exc.hint)
+        except Exception as exc:  # a bug: said as it is; the recordings are untouched
+            self._training_failed(f"training failed: {type(exc).__name__}: {exc}",
+                                  "the calibration recordings are kept; try again")
+        else:
+            self._trained(folder, report, profile, r2=report["r2"],
+                          chance_r2=report["chance_r2"])
+
+    def _trained(self, folder: Path, report: dict[str, Any], profile: dict[str, Any],
+                 **scores: Any) -> None:
+        with self._lock:
+            self.profile = profile
+            self.training = {"state": "done", "progress": 1.0, "folder": folder.name,
+                             "report": report}
+            self._log("wizard_trained", **scores, good_enough=report["good_enough"],
+                      reasons=report["reasons"], model_sha256=report["model"]["sha256"],
+                      profile=profile["id"])
+        self._publish_state()
 
     def _training_progress(self, stage: str, fraction: float) -> None:
         self.training.update(stage=stage, progress=round(float(fraction), 3))
@@ -405,7 +462,7 @@ class Wizard:
                             hint="record more trials, or go online anyway with a reason "
                                  "(it is logged)")
                     self._log("wizard_online_override", by=by, reason=reason,
-                              accuracy=report["accuracy"])
+                              **{k: report[k] for k in ("accuracy", "r2") if k in report})
             self._expect_no_run()
             choice, session = self._opened()
             profile = self._usable_profile()
@@ -500,6 +557,7 @@ class Wizard:
                 else None,
                 "trials": self.trials.model_dump(),
                 "recorded": self.recorded_trials(),
+                "recorded_cursor": self.recorded_cursor(),
                 "calibration_runs": self.calibration_runs + (
                     [self.run.state()] if self.run and self.run.kind == "calibration" else []),
                 "run": self.run.state() if self.run else None,
@@ -533,9 +591,12 @@ class Wizard:
     def _new_run(self, kind: str, config: dict[str, Any], folder: Path, classes: list[str],
                  expected: int | None) -> WizardRun:
         try:
-            return WizardRun(kind, config, folder, self._opened()[0].subject,
+            choice = self._opened()[0]
+            return WizardRun(kind, config, folder, choice.subject,
                              classes, expected, self.broadcast.publish, self._runtime_event,
-                             on_end=self._run_ended)
+                             on_end=self._run_ended,
+                             cursor=cursor_stream(choice) if choice.paradigm == "cursor"
+                             else None)
         except BciError as exc:
             self._log(f"wizard_{kind}_failed", error=str(exc))
             raise
@@ -555,9 +616,11 @@ class Wizard:
             if self.run is run:
                 self.run = None
             self._save()
+            progress = ({"cursor": run.cursor.snapshot()} if run.cursor is not None else
+                        {"trials": run.cues.snapshot(),
+                         "cue_display_lag_ms": run.cues.display_lag_ms()})
             self._log(f"wizard_{run.kind}_ended", run=run.folder.name, outcome=run.outcome,
-                      message=run.message, trials=run.cues.snapshot(),
-                      cue_display_lag_ms=run.cues.display_lag_ms())
+                      message=run.message, **progress)
         self._publish_state()
 
     def _wait_ended(self, run: WizardRun) -> None:

@@ -8,7 +8,9 @@ session (``calibration-01``, ``online-01``...). As its chunks pass it
   page each cue the moment it is emitted;
 * passes the decoder's newest class probabilities to the page, at most
   ``DECISIONS_HZ`` times a second;
-* stops a calibration run once the expected trials are complete and recorded.
+* stops a calibration run once the expected trials are complete and recorded;
+* for the continuous cursor, follows the task (:class:`~.cursor_progress.CursorProgress`)
+  and sends the page the cursor and the target, at most ``CURSOR_HZ`` times a second.
 
 A stream lost during a calibration ends the run as ``interrupted``: what was
 recorded stays in its XDF and a new run can complete the trials.
@@ -29,6 +31,7 @@ from bci_runtime.graph import load_graph_text
 from bci_runtime.recorded_run import RecordedRun
 from bci_runtime.run_status import describe_event
 from bci_runtime.web.wizard.cue_progress import CueProgress
+from bci_runtime.web.wizard.cursor_progress import CursorProgress
 from bci_runtime.web.wizard.run_configs import CUES, DECODER, SOURCE
 
 DECISIONS_HZ = 10.0
@@ -64,16 +67,23 @@ class WizardRun:
     on_end : callable, optional
         ``on_end(run)`` on the run's thread once its session is finalized, before
         :meth:`wait` returns.
+    cursor : (str, str), optional
+        The continuous cursor's task stream, ``(node, port)``; its node's markers
+        are the task's.
     """
 
     def __init__(self, kind: str, config: dict[str, Any], folder: Path, subject: str,
                  classes: list[str], expected_trials: int | None,
                  publish: Callable[[dict[str, Any]], None],
                  on_event: Callable[..., None],
-                 on_end: Callable[[WizardRun], None] | None = None) -> None:
+                 on_end: Callable[[WizardRun], None] | None = None,
+                 cursor: tuple[str, str] | None = None) -> None:
         self.kind = kind
         self.folder = Path(folder)
         self.cues = CueProgress(classes, expected_trials)
+        self._cursor_stream = cursor
+        # the simulator's truth holds the intended velocity; a center_out task's does not
+        self.cursor = None if cursor is None else CursorProgress(intended=cursor[1] == "truth")
         self.outcome = "starting"  # then running; completed, interrupted, stopped or failed
         self.message: str | None = None
         self.summary: dict[str, Any] | None = None
@@ -113,8 +123,11 @@ class WizardRun:
 
     def state(self) -> dict[str, Any]:
         """The run as the page draws it."""
-        return {"kind": self.kind, "folder": self.folder.name, "outcome": self.outcome,
-                "message": self.message, **self.cues.snapshot()}
+        state = {"kind": self.kind, "folder": self.folder.name, "outcome": self.outcome,
+                 "message": self.message, **self.cues.snapshot()}
+        if self.cursor is not None:
+            state["cursor"] = self.cursor.snapshot()
+        return state
 
     # -- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -139,6 +152,9 @@ class WizardRun:
                 self.done.set()
 
     def _tap(self, node: str, outputs: Mapping[str, Any], now: float, read: bool) -> None:
+        if self.cursor is not None:
+            self._follow_cursor(node, outputs, now)
+            return
         if node == self._cue_node:
             markers = outputs.get("markers")
             if isinstance(markers, EventChunk):
@@ -160,6 +176,23 @@ class WizardRun:
                 self._publish({"type": "decision", "t": decision.newest,
                                "classes": list(decision.spec.channel_names),
                                "p": [round(float(v), 3) for v in row]})
+
+    def _follow_cursor(self, node: str, outputs: Mapping[str, Any], now: float) -> None:
+        cursor, (task_node, port) = self.cursor, self._cursor_stream  # type: ignore[misc]
+        if node == task_node:
+            task = outputs.get(port)
+            if isinstance(task, Chunk) and task.n_samples:
+                message = cursor.update_task(task.spec.channel_names, task.data,  # type: ignore[union-attr]
+                                             task.timestamps, now)
+                if message is not None:
+                    self._publish(message)
+            markers = outputs.get("markers")
+            if isinstance(markers, EventChunk):
+                cursor.update_markers(markers.markers, markers.timestamps)  # type: ignore[union-attr]
+        elif node == DECODER:
+            velocity = outputs.get("velocity")
+            if isinstance(velocity, Chunk) and velocity.n_samples:
+                cursor.update_decoded(velocity.data, velocity.timestamps)  # type: ignore[union-attr]
 
     def _event(self, kind: str, **fields: Any) -> None:
         self._on_event(kind, **fields)
