@@ -42,9 +42,11 @@ from bci_runtime.errors import ConfigError
 
 __all__ = ["KALMAN_SHRINKAGE", "MIN_SECONDS", "train_cursor_from_recordings"]
 
-#: seconds of calibration with a known cursor velocity needed to train
-MIN_SECONDS = 20.0
-#: the chance level's shifts move the velocity at least this far from the signal (s)
+#: seconds of calibration with a known cursor velocity needed to train (the wizard records
+#: at least 20 s, of which its start-up may take a few hundred ms)
+MIN_SECONDS = 15.0
+#: the chance level's shifts move the velocity at least this far from the signal (s), or a
+#: third of the recording when that is shorter (a reach lasts about 2.5 s)
 MIN_SHIFT_S = 10.0
 SIGNIFICANCE = 0.95
 #: Q pulled a little toward its diagonal (as ``bci evaluate --paradigm continuous``)
@@ -400,7 +402,7 @@ def _scores(V: np.ndarray, decoded: np.ndarray, folds: list[np.ndarray]) -> dict
 
 def _shifts(n: int, dt: float, n_shifts: int, seed: int) -> np.ndarray:
     """Circular shifts (bins) between 10 s and the length minus 10 s, drawn with ``seed``."""
-    low = int(math.ceil(MIN_SHIFT_S / dt))
+    low = int(math.ceil(min(MIN_SHIFT_S, n * dt / 3) / dt))
     high = max(low, n - low)
     rng = np.random.default_rng(seed)
     if high - low + 1 >= n_shifts:

@@ -181,7 +181,7 @@ def test_too_short_a_calibration_asks_to_record_longer(recordings: dict[str, Pat
                                                        tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         train_cursor_from_recordings([recordings["short"]], model_path=tmp_path / "m.bcimodel")
-    assert "s of calibration" in str(info.value) and "at least 20 s" in str(info.value)
+    assert "s of calibration" in str(info.value) and "at least 15 s" in str(info.value)
     assert "record" in info.value.hint and "kept" in info.value.hint
 
 

@@ -7,7 +7,6 @@ patient, and the recorded XDF files read back with pyxdf.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import pyxdf
-from wizard_helpers import serve
+from wizard_helpers import Amplifier, serve
 
 from bci_runtime.audit_log import read_audit_log
 from bci_runtime.web.wizard.app import create_app
@@ -138,30 +137,6 @@ def test_bad_trial_settings_are_refused(served: tuple[Wizard, httpx.Client, str]
     assert response.status_code == 400 and "no calibration run" in response.json()["error"]
     response = client.post("/api/training/start", json={})
     assert response.status_code == 400 and "no calibration" in response.json()["error"]
-
-
-class Amplifier:
-    """A real LSL outlet streaming 8 channels of noise at 250 Hz until closed."""
-
-    def __init__(self, name: str, source_id: str) -> None:
-        import pylsl
-
-        self.pylsl = pylsl
-        info = pylsl.StreamInfo(name, "EEG", 8, 250.0, "float32", source_id)
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=10)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(0)
-        while not self._stop.wait(0.04):
-            self.outlet.push_chunk((rng.standard_normal((10, 8)) * 1e-5).astype(np.float32))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        del self.outlet  # the stream goes away, as when an amplifier's app ends
 
 
 @pytest.mark.lsl

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pyxdf
+from wizard_helpers import Amplifier
 from wizard_helpers import serve as serve_wizard
 
 from bci_runtime.audit_log import read_audit_log
@@ -162,3 +164,42 @@ def test_a_cursor_decoder_at_chance_needs_a_reason_to_go_online(tmp_path: Path) 
             "override_reason": "trying the loop to train the patient"}).json()
         assert state["step"] == "online"
         client.post("/api/online/stop", json={}).raise_for_status()
+
+
+@pytest.mark.lsl
+def test_a_real_stream_is_calibrated_with_the_center_out_task_then_steers_it(
+        tmp_path: Path) -> None:
+    """A real patient's path: the center_out task moves the cursor, then the decoder does.
+
+    The amplifier streams noise, so the decoder is at chance and goes online only
+    with a reason; what is checked is the wiring a real ECoG patient goes through.
+    """
+    name, sid = f"wizard-ecog-{uuid.uuid4().hex[:8]}", f"wizard-{uuid.uuid4().hex}"
+    source = {"kind": "lsl", "name": name, "source_id": sid, "channels": 8, "srate": 500.0}
+    amp = Amplifier(name, sid, kind="ECoG", srate=500.0)
+    try:
+        with serve_wizard(tmp_path / "sessions", min_good=0.1) as (wizard, client, url):
+            signal_checked(client, {**PATIENT, "source": source})
+            _, state = calibrate_and_train(wizard, client, url)
+            run = state["calibration_runs"][0]
+            assert run["cursor"]["hits"] >= 4  # the task moved the cursor to each target
+            streams, _ = pyxdf.load_xdf(run["recording"])
+            task = next(s for s in streams if s["info"]["name"][0] == "task.cursor")
+            labels = [c["label"][0] for c in
+                      task["info"]["desc"][0]["channels"][0]["channel"]]
+            assert labels[-2:] == ["vx", "vy"]
+            assert state["training"]["state"] == "done", state["training"]
+            report = state["training"]["report"]
+            assert report["features"].startswith("log power 70-150 Hz")  # ECoG: high gamma
+            assert not report["good_enough"]
+            state = client.post("/api/online/start", json={
+                "override_reason": "noise amplifier: checking the wiring"}).json()
+            assert state["step"] == "online"
+            time.sleep(6.0)
+            status = client.get("/api/online/status").json()["status"]
+            assert status["decoders"][0]["updates"] >= 2  # ReFIT labels from the task
+            assert status["run"]["cursor"]["r2_last_minute"] is None  # intention unknown
+            state = client.post("/api/online/stop", json={}).json()
+            assert state["step"] == "done" and state["saved_profile"]["paradigm"] == "cursor"
+    finally:
+        amp.close()
