@@ -23,6 +23,7 @@ RUNS = [
     ["actuation_path.py"],
     ["safety_hil.py", "--stalls", "200"],
     ["wizard_cue_timing.py"],
+    ["cursor_decoder_node.py"],
 ]
 
 

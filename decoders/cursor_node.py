@@ -568,7 +568,12 @@ class _Adapter:
         from bci_runtime.decoders import clda
 
         cls = getattr(clda, STRATEGIES[self.params.adapt])
-        return cls(half_life=self.params.half_life_s, dt=self.dt).fit(decoder)
+        extra: dict[str, Any] = {}
+        if cls is clda.RML:
+            # a version is published once per update: re-solving the model for every bin of
+            # it would only hold the GIL longer against the hot path
+            extra["update_every"] = max(1, int(round(self.params.update_s / self.dt)))
+        return cls(half_life=self.params.half_life_s, dt=self.dt, **extra).fit(decoder)
 
     def _archive(self, version: int, decoder: KalmanDecoder, metrics: dict[str, Any],
                  t_end: float) -> None:
