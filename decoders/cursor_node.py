@@ -326,8 +326,14 @@ class CursorDecoderNode(Node):
         if port == "task":
             if self._serving is not None and self.params.adapt == "none":
                 return None  # nothing will be labelled: keep no history
-            self._task_t.append(chunk.timestamps)
-            self._task_x.append(np.asarray(chunk.data[:, self._task_cols], dtype=np.float64))
+            ts = chunk.timestamps
+            # the last row of every quarter bin is all the labels need (a 1 kHz truth stream
+            # kept whole through a long calibration would cost megabytes for nothing)
+            slot = np.floor(ts / (self._dt / 4))
+            last = np.flatnonzero(np.r_[slot[1:] != slot[:-1], True])
+            self._task_t.append(ts[last])
+            self._task_x.append(np.asarray(chunk.data[np.ix_(last, self._task_cols)],
+                                           dtype=np.float64))
             self._task_newest = max(self._task_newest, float(chunk.timestamps[-1]))
             return None
         x = chunk.data if self._pick is None else chunk.data[:, self._pick]
@@ -422,7 +428,9 @@ class CursorDecoderNode(Node):
                                 speed=self.params.speed or 0.4)
         known = np.isfinite(V).all(axis=1)
         if known.sum() < MIN_CALIBRATION_BINS:
-            self._pending.insert(0, (X, t, np.full((len(t), 2), np.nan)))
+            # too few bins with a task: wait for more, keeping one calibration's worth
+            keep = t > t[-1] - self.params.calibration_s
+            self._pending.insert(0, (X[keep], t[keep], np.full((int(keep.sum()), 2), np.nan)))
             return
         self._adapter.submit(_Job("calibrate", X[known], V[known], np.ones(int(known.sum())),
                                   float(t[-1])))
