@@ -448,15 +448,15 @@ def _reasons(scores: dict[str, Any], chance: float, n_shifts: int,
         out = [f"The decoder explains {r2:.0%} of the variation of the cursor's velocity "
                f"(R² {r2:.2f}) on parts of the calibration it was not trained on."]
     else:
-        out = [f"The decoded velocity is no closer to the cursor's velocity than a cursor "
-               f"standing still (R² {r2:.2f}, on parts of the calibration it was not trained "
-               "on)."]
+        out = [f"The decoded velocity is no closer to the cursor's velocity than its average "
+               f"velocity would be (R² {r2:.2f}, on parts of the calibration it was not "
+               "trained on)."]
     shifted = ("with the velocity shifted in time against the signal, so that the signal "
                "cannot predict it")
     if r2 > chance and chance < 0:
-        out.append(f"That is above chance: {shifted}, the same decoder does worse than a "
-                   f"cursor standing still (R² {chance:.2f} at best, in 95 % of {n_shifts} "
-                   "shifts).")
+        out.append(f"That is above chance: {shifted}, the same decoder does worse than "
+                   f"always decoding the average velocity (R² {chance:.2f} at best, in 95 % "
+                   f"of {n_shifts} shifts).")
     elif r2 > chance:
         out.append(f"That is above chance: {shifted}, R² stays below {chance:.2f} (in 95 % "
                    f"of {n_shifts} shifts).")

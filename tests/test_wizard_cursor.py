@@ -110,6 +110,7 @@ def test_cursor_calibrate_train_co_adapt_online_and_continue_another_day(
         live = status["status"]["run"]["cursor"]
         assert live["hits"] >= 2  # the decoded velocity reaches targets
         assert live["r2_last_minute"] is not None and live["r2_last_minute"] > 0.3
+        assert status["status"]["latency_ms"]["p50"] is not None  # where the velocity leaves
         state = client.post("/api/online/stop", json={}).json()
         assert state["step"] == "done"
         saved = state["saved_profile"]

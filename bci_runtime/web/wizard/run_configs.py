@@ -193,6 +193,10 @@ def _cursor_online(choice: PatientChoice, simulator: dict[str, Any], profile: di
         "adapt": profile["adapt"], "initial_model": profile["model"]["path"],
         "initial_model_sha256": profile["model"]["sha256"]},
         "inputs": {"signal": f"{SOURCE}.signal", "task": f"{node}.{port}"}}
+    # the decoded velocity, for a display or a device outside the runtime (and the loop's
+    # end-to-end latency is measured where it leaves)
+    nodes["velocity_out"] = {"type": "lsl_outlet", "params": {"name": "bci-wizard-velocity"},
+                             "inputs": {"signal": f"{DECODER}.velocity"}}
     if settings.stimulation:  # a push to the right past half the task's speed
         nodes[STIMULATOR] = _stimulator(stim_limits, "vx", 0.2, f"{DECODER}.velocity")
     return {"name": "online", "description": "continuous cursor closed loop from the "

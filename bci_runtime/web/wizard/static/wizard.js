@@ -8,7 +8,7 @@ let feed = null;          // the run feed: cues, progress, decisions, status
 let lastStep = null;
 let state = null;
 const ARROWS = {left: "\u2190", right: "\u2192", feet: "\u2193", tongue: "\u2191"};
-const PARADIGMS = {mi: "motor imagery", ssvep: "SSVEP"};
+const PARADIGMS = {mi: "motor imagery", ssvep: "SSVEP", cursor: "continuous cursor"};
 const CUE_WORDS = {left: "Left hand", right: "Right hand", feet: "Feet", tongue: "Tongue"};
 
 async function api(path, body) {
@@ -37,6 +37,7 @@ function show(newState) {
     if (section) section.hidden = step !== state.step;
   }
   $("session").textContent = state.session_dir ? `Session: ${state.session_dir}` : "";
+  showParadigm();
   if (state.signal_error) say(`The signal stopped: ${state.signal_error}`);
   if (state.step === "signal") startSignal(); else stopSignal();
   if (["calibration", "training", "online"].includes(state.step)) openFeed(); else closeFeed();
@@ -60,6 +61,20 @@ function text(tag, content, attrs = {}) {
 }
 
 function pct(x) { return x == null ? "—" : `${(100 * x).toFixed(0)}%`; }
+function rsq(x) { return x == null ? "—" : x.toFixed(2); }  // an R² or a correlation
+
+function paradigm() { return state && state.choice ? state.choice.paradigm : "mi"; }
+function isCursor() { return paradigm() === "cursor"; }
+
+// what only some paradigms have (data-paradigms="mi ssvep"), shown for the session's
+function showParadigm() {
+  const p = paradigm();
+  for (const el of document.querySelectorAll("[data-paradigms]")) {
+    el.hidden = !el.dataset.paradigms.split(" ").includes(p);
+  }
+  $("stage-box").classList.toggle("cursor", p === "cursor");
+  $("stage-box").setAttribute("aria-label", p === "cursor" ? "Cursor task" : "Cues");
+}
 
 // -- step 1 ---------------------------------------------------------------------------
 let profileLookup = null;
@@ -73,14 +88,25 @@ function lookUpProfiles() {
       const {profiles} = await api(`/api/profiles?subject=${encodeURIComponent(subject)}`);
       for (const p of profiles) {
         if (p.error) continue;
+        const what = [p.paradigm, (p.classes || []).join("/")].filter(Boolean).join(" ");
+        const score = p.r2 != null ? `R² ${rsq(p.r2)} (chance ${rsq(p.chance_r2)})` :
+          `accuracy ${pct(p.accuracy)}`;
         const label = `Profile of ${p.created.slice(0, 10)} (${p.session}, ${p.origin}): ` +
-          `${p.paradigm} ${p.classes.join("/")}, accuracy ${pct(p.accuracy)}`;
+          `${what}, ${score}`;
         select.add(new Option(label, p.id));
       }
       showUnfinished(subject, (await api(
         `/api/unfinished?subject=${encodeURIComponent(subject)}`)).sessions);
     } catch (error) { say(error.message); }
   }, 250);
+}
+
+// the fields of the paradigm ticked: classes (MI), frequencies (SSVEP), none (cursor)
+function showParadigmFields() {
+  const chosen = $("patient-form").paradigm.value;
+  $("classes-field").hidden = chosen !== "mi";
+  $("freqs-field").hidden = chosen !== "ssvep";
+  $("cursor-help").hidden = chosen !== "cursor";
 }
 
 // sessions a wizard left before the end (closed, crashed): one button each to go on
@@ -106,6 +132,11 @@ function showUnfinished(subject, sessions) {
 
 // -- step 3 ---------------------------------------------------------------------------
 function recordedText() {
+  if (isCursor()) {
+    const {seconds = 0, hits = 0} = state.recorded_cursor || {};
+    return seconds ? `Recorded so far: ${Math.round(seconds)} s of cursor calibration, ` +
+      `${hits} target${hits === 1 ? "" : "s"} reached.` : "";
+  }
   const parts = Object.entries(state.recorded || {}).map(([c, n]) => `${c} ${n}`);
   return parts.length ? `Trials recorded so far: ${parts.join(", ")}.` : "";
 }
@@ -126,6 +157,7 @@ function showTrials(trials) {
   $("fixation-s").value = trials.fixation_s;
   $("cue-s").value = trials.cue_s;
   $("rest-s").value = trials.rest_s;
+  $("cursor-s").value = trials.cursor_s;
 }
 
 function showCalibration() {
@@ -133,32 +165,39 @@ function showCalibration() {
   if (state.step !== "calibration") return;
   const run = state.run, running = !!run && run.kind === "calibration";
   $("recorded").textContent = recordedText();
+  // a cursor run changes it at every frame: read out by the cursor's own status instead
+  $("recorded").setAttribute("aria-live", running && isCursor() ? "off" : "polite");
   if (running || !trialsShown) { showTrials(state.trials); trialsShown = true; }
   $("calibration-start").hidden = running;
   $("calibration-stop").hidden = !running;
   $("calibration-form").querySelectorAll("input").forEach((i) => { i.disabled = running; });
-  const total = Object.values(state.recorded || {}).reduce((a, b) => a + b, 0);
+  const total = isCursor() ? (state.recorded_cursor || {}).seconds || 0 :
+    Object.values(state.recorded || {}).reduce((a, b) => a + b, 0);
   $("train").hidden = running || total === 0;
   $("calibration-start").textContent = state.calibration_runs.length ?
-    "Record more trials" : "Start the calibration";
+    (isCursor() ? "Record more calibration" : "Record more trials") : "Start the calibration";
   const last = state.calibration_runs[state.calibration_runs.length - 1];
   if (!running && last && last.outcome === "interrupted") {
-    say(`Calibration interrupted: ${last.message}. Check the amplifier, then record the ` +
+    say(isCursor() ? `Calibration interrupted: ${last.message}. Check the amplifier, then ` +
+        "record more (what was recorded is kept)." :
+      `Calibration interrupted: ${last.message}. Check the amplifier, then record the ` +
         "missing trials (the recorded ones are kept).");
   }
   $("stage-box").hidden = !running;
-  if (running) { progress(run); showRunCue(run); }
+  if (running && isCursor()) showCursor(run.cursor);
+  else if (running) { progress(run); showRunCue(run); }
 }
 
 async function startCalibration(event) {
   event.preventDefault();
   say("");
   clearStage();
-  try {
-    show(await api("/api/calibration/start", {
-      trials_per_class: Number($("trials-per-class").value), fixation_s: Number($("fixation-s").value),
-      cue_s: Number($("cue-s").value), rest_s: Number($("rest-s").value)}));
-  } catch (error) { say(error.message); }
+  resetCursor();
+  const settings = isCursor() ? {cursor_s: Number($("cursor-s").value)} : {
+    trials_per_class: Number($("trials-per-class").value),
+    fixation_s: Number($("fixation-s").value), cue_s: Number($("cue-s").value),
+    rest_s: Number($("rest-s").value)};
+  try { show(await api("/api/calibration/start", settings)); } catch (error) { say(error.message); }
 }
 
 function progress(run) {
@@ -169,6 +208,7 @@ function progress(run) {
   $("run-progress").max = expected || 1;
   $("run-progress").value = expected ? run.done : 0;
   $("run-progress").hidden = !expected;
+  $("run-progress").removeAttribute("aria-valuetext");  // the cursor's: seconds, not trials
 }
 
 // the cue display goes with the run: below the calibration's controls, or in the online
@@ -255,6 +295,93 @@ function drawCue(message) {
   }
 }
 
+// -- the continuous cursor: the center-out task's workspace, y up ------------------------
+const WORKSPACE = 1.5, TARGET_R = 0.15, OUTER_R = 0.8, CURSOR_R = 0.05;
+let cursorNewest = null;  // the newest position: drawn at the next frame, not per message
+let cursorFrame = null;
+let cursorSaid = {at: -Infinity, hits: 0};
+let cursorShown = "";
+
+function resetCursor() {
+  cursorNewest = null;
+  cursorSaid = {at: -Infinity, hits: 0};
+  cursorShown = "";
+  $("cursor-status").textContent = "Waiting for the cursor…";
+  $("cursor-said").textContent = "";
+}
+
+function showCursor(c) {
+  if (!c) return;
+  cursorNewest = c;
+  if (!cursorFrame) cursorFrame = requestAnimationFrame(drawCursorFrame);
+}
+
+function drawCursorFrame(now) {
+  cursorFrame = null;
+  const c = cursorNewest, run = state.run;
+  if (!c || !run) return;
+  drawWorkspace(c);
+  const calibrating = run.kind === "calibration", seconds = Math.floor(c.seconds);
+  const length = state.trials.cursor_s;
+  const reached = ` target${c.hits === 1 ? "" : "s"} reached in ${seconds} s` +
+    (c.seconds >= 60 ? `, ${c.hits_last_minute} in the last minute` :
+     c.seconds >= 5 ? `, about ${Math.round(60 * c.hits / c.seconds)} per minute` : "") +
+    (c.timeouts ? `; ${c.timeouts} missed` : "");
+  if (reached + c.hits !== cursorShown) {  // the text changes a few times a second at most
+    cursorShown = reached + c.hits;
+    $("cursor-status").replaceChildren(text("strong", String(c.hits)), reached);
+    const label = calibrating ? `${Math.min(seconds, length)} of ${length} s recorded` :
+      `${seconds} s in the closed loop`;
+    $("run-progress-label").textContent = label;
+    $("run-progress").hidden = !calibrating;
+    $("run-progress").max = length;
+    $("run-progress").value = Math.min(c.seconds, length);
+    $("run-progress").setAttribute("aria-valuetext", label);
+    if (calibrating) {
+      const before = state.calibration_runs.filter((r) => r.folder !== run.folder)
+        .map((r) => r.cursor || {});
+      state.recorded_cursor = {
+        seconds: before.reduce((a, r) => a + (r.seconds || 0), c.seconds),
+        hits: before.reduce((a, r) => a + (r.hits || 0), c.hits)};
+      $("recorded").textContent = recordedText();
+    }
+  }
+  // a screen reader hears each target reached (once a second at most), else every 10 s
+  if (now - cursorSaid.at >= (c.hits !== cursorSaid.hits ? 1000 : 10000)) {
+    cursorSaid = {at: now, hits: c.hits};
+    $("cursor-said").textContent = `${c.hits} target${c.hits === 1 ? "" : "s"} reached; ` +
+      (calibrating ? `${Math.min(seconds, length)} of ${length} seconds recorded.` :
+       `${seconds} seconds in the closed loop.`);
+  }
+}
+
+function drawWorkspace(c) {
+  const canvas = $("cursor-canvas"), ctx = canvas.getContext("2d");
+  const size = Math.round(canvas.clientWidth * (window.devicePixelRatio || 1));
+  if (size > 0 && canvas.width !== size) { canvas.width = size; canvas.height = size; }
+  const n = canvas.width, scale = n / (2 * WORKSPACE + 0.1);  // the clipped cursor in sight
+  const circle = (x, y, r) => {
+    ctx.beginPath();
+    ctx.arc(n / 2 + x * scale, n / 2 - y * scale, r, 0, 2 * Math.PI);
+  };
+  ctx.clearRect(0, 0, n, n);
+  ctx.lineWidth = Math.max(1, n / 320);
+  ctx.strokeStyle = "#5f6368";  // where targets appear: the center and 8 around it
+  circle(0, 0, TARGET_R * scale); ctx.stroke();
+  for (let k = 0; k < 8; k++) {
+    circle(OUTER_R * Math.cos(k * Math.PI / 4), OUTER_R * Math.sin(k * Math.PI / 4),
+           TARGET_R * scale);
+    ctx.stroke();
+  }
+  const [x, y] = c.cursor, [tx, ty] = c.target;
+  circle(tx, ty, TARGET_R * scale);  // green while the cursor dwells in it
+  ctx.fillStyle = Math.hypot(x - tx, y - ty) <= TARGET_R ? "#34a853" : "#f0a500";
+  ctx.fill();
+  circle(x, y, Math.max(4, CURSOR_R * scale));
+  ctx.fillStyle = "#fff";
+  ctx.fill();
+}
+
 function addEvent(message) {
   const list = $("run-events");
   list.prepend(text("li", message.text || message.kind));
@@ -270,6 +397,7 @@ function showTraining() {
   $("training-result").hidden = t.state !== "done";
   $("online-go").hidden = t.state === "running";
   $("online-start").hidden = t.state !== "done";
+  $("more-trials").textContent = isCursor() ? "Record more calibration" : "Record more trials";
   if (t.state === "failed") say(`${t.error}${t.hint ? ` (${t.hint})` : ""}`);
   if (t.state === "running") {
     $("training-stage").textContent = t.stage || "Training…";
@@ -279,6 +407,21 @@ function showTraining() {
 }
 
 function showReport(r) {
+  if (r.paradigm === "cursor") showCursorReport(r); else showClassReport(r);
+  $("reasons").replaceChildren(...r.reasons.map((x) => text("li", x)));
+  const figures = r.patterns.map((p) => {
+    const figure = document.createElement("figure");
+    const img = text("img", "", {src: `data:image/png;base64,${p.png}`, alt: p.title});
+    figure.append(img, text("figcaption", p.title));
+    return figure;
+  });
+  if (r.patterns_note) figures.push(text("p", r.patterns_note));
+  $("patterns").replaceChildren(...figures);
+  $("online-override").hidden = r.good_enough;
+}
+
+// motor imagery and SSVEP: accuracy against chance, and the confusion matrix
+function showClassReport(r) {
   $("verdict").textContent = r.good_enough ?
     `Good enough to go online: ${pct(r.accuracy)} correct (chance ${pct(r.chance)}).` :
     `Not good enough to go online yet: ${pct(r.accuracy)} correct (chance ${pct(r.chance)}).`;
@@ -305,15 +448,41 @@ function showReport(r) {
     tr.append(text("th", labels[i], {scope: "row"}), ...row.map((n) => text("td", String(n))));
     return tr;
   }));
-  const figures = r.patterns.map((p) => {
-    const figure = document.createElement("figure");
-    const img = text("img", "", {src: `data:image/png;base64,${p.png}`, alt: p.title});
-    figure.append(img, text("figcaption", p.title));
-    return figure;
+}
+
+// the continuous cursor: cross-validated R² of the velocity against chance and the minimum
+function showCursorReport(r) {
+  const scores = `R² ${rsq(r.r2)} (chance ${rsq(r.chance_r2)}, ${rsq(r.min_r2)} needed)`;
+  $("verdict").textContent = r.good_enough ? `Good enough to go online: ${scores}.` :
+    `Not good enough to go online yet: ${scores}.`;
+  $("verdict").className = r.good_enough ? "good" : "bad";
+  const chart = $("accuracy-chart");
+  chart.setAttribute("aria-label", `Cross-validated R² ${rsq(r.r2)} on a scale from -1 to 1; ` +
+    `chance ${rsq(r.chance_r2)}, ${rsq(r.min_r2)} needed`);
+  const at = (v) => 50 * (1 + Math.max(-1, Math.min(1, v)));  // % of the track, -1 to 1
+  const track = text("div", ""); track.className = "bar-track";
+  const bar = text("div", ""); bar.className = "bar from-zero";
+  bar.style.left = `${Math.min(at(r.r2), 50)}%`;
+  bar.style.width = `${Math.abs(at(r.r2) - 50)}%`;
+  const marks = [["zero", 0, "R² 0: no better than the mean velocity"],
+                 ["", r.chance_r2, "chance"], ["needed", r.min_r2, "needed"]].map(([kind, v, title]) => {
+    const mark = text("div", "", {title}); mark.className = `bar-mark ${kind}`.trim();
+    mark.style.left = `${at(v)}%`;
+    return mark;
   });
-  if (r.patterns_note) figures.push(text("p", r.patterns_note));
-  $("patterns").replaceChildren(...figures);
-  $("online-override").hidden = r.good_enough;
+  track.append(bar, ...marks);
+  const nulls = (r.null_r2 || []).length;
+  chart.replaceChildren(text("p", `R² ${rsq(r.r2)} of the velocity on held-out parts of the ` +
+    `calibration (folds: ${r.fold_r2.map(rsq).join(", ")}), on a scale from -1 to 1: the red ` +
+    `mark is chance (${rsq(r.chance_r2)}, the 95th percentile of ${nulls} time-shifted ` +
+    `velocities), the black one the ${rsq(r.min_r2)} needed, the grey one 0.`), track);
+  $("axes").tBodies[0].replaceChildren(...[["Left-right (vx)", "vx"], ["Up-down (vy)", "vy"]]
+    .map(([name, axis]) => {
+      const tr = document.createElement("tr");
+      tr.append(text("th", name, {scope: "row"}), text("td", rsq(r.r2_per_axis[axis])),
+                text("td", rsq(r.correlation[axis])));
+      return tr;
+    }));
 }
 
 // -- step 5 ---------------------------------------------------------------------------
@@ -326,12 +495,14 @@ function showOnline() {
   $("online-settings").hidden = running;
   $("online-running").hidden = !running;
   $("stage-box").hidden = !running;
-  if (running) { progress(run); showRunCue(run); }
+  if (running && isCursor()) showCursor(run.cursor);
+  else if (running) { progress(run); showRunCue(run); }
 }
 
 async function startOnline(stimulationBox) {
   say("");
   clearStage();
+  resetCursor();
   const reason = $("online-override").hidden ? null : $("online-override-reason").value;
   try {
     show(await api("/api/online/start", {stimulation: $(stimulationBox).checked,
@@ -359,11 +530,16 @@ function showDecision(message) {
 function showStatus(s) {
   const fb = (s.feedback || [])[0] || {}, dec = (s.decoders || [])[0] || {};
   const ev = s.events || {};
-  $("fig-accuracy").textContent = fb.accuracy == null ? "— (waiting for cued trials)" :
-    `${pct(fb.accuracy)} of ${fb.scored || fb.decisions} decisions`;
+  if (isCursor()) showCursorStatus(s); else {
+    $("fig-accuracy").textContent = fb.accuracy == null ? "— (waiting for cued trials)" :
+      `${pct(fb.accuracy)} of ${fb.scored || fb.decisions} decisions`;
+  }
   $("fig-version").textContent = dec.version == null ? "—" : `v${dec.version}` +
     (dec.training ? ` (${dec.training})` : "");
-  $("fig-adaptation").textContent = `${ev.swaps || 0} updates served, ` +
+  $("fig-adaptation").textContent = isCursor() ?
+    `${dec.updates || 0} updates (the decoder adapts about once a second), ` +
+    `${ev.rollbacks || 0} rolled back` :
+    `${ev.swaps || 0} updates served, ` +
     `${ev.rollbacks || 0} rolled back, ${ev.drifts || 0} drifts seen`;
   const lat = s.latency_ms || {};
   $("fig-latency").textContent = lat.p50 == null ? "—" :
@@ -377,6 +553,18 @@ function showStatus(s) {
   $("estop").hidden = !stim;
   $("fig-stim").textContent = stim ? `${stim.state}; ${stim.delivered || 0} trains delivered` :
     "none in this session";
+}
+
+// the cursor's figures: targets reached, and (simulator only) how well it follows the intention
+function showCursorStatus(s) {
+  const c = (s.run || {}).cursor;
+  $("fig-targets").textContent = !c ? "—" :
+    `${c.hits} in ${Math.round(c.seconds)} s, ${c.hits_last_minute} in the last minute` +
+    (c.timeouts ? `; ${c.timeouts} missed` : "");
+  const r2 = c ? c.r2_last_minute : null;
+  $("fig-r2-label").hidden = $("fig-r2").hidden = r2 == null;
+  $("fig-r2").textContent = r2 == null ? "" : `R² ${rsq(r2)} over the last minute ` +
+    "(simulator only: the simulated patient's intention is known)";
 }
 
 // -- step 6 ---------------------------------------------------------------------------
@@ -404,6 +592,7 @@ function openFeed() {
         $("recorded").textContent = recordedText();
       }
     }
+    else if (m.type === "cursor" && state.run) { state.run.cursor = m; showCursor(m); }
     else if (m.type === "decision") showDecision(m);
     else if (m.type === "event") addEvent(m);
     else if (m.type === "status") showStatus(m);
@@ -454,7 +643,8 @@ async function submitPatient(event) {
   const freqs = [...form.querySelectorAll("input[name=freqs]:checked")].map((c) => Number(c.value));
   const body = {subject: form.subject.value.trim(), paradigm: form.paradigm.value, source,
                 profile: form.profile.value || null};
-  if (body.paradigm === "mi") body.classes = classes; else body.freqs = freqs;
+  if (body.paradigm === "mi") body.classes = classes;
+  else if (body.paradigm === "ssvep") body.freqs = freqs;
   try { show(await api("/api/patient", body)); } catch (error) { say(error.message); }
 }
 
@@ -541,11 +731,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("refresh-sources").addEventListener("click", () => loadSources().catch((e) => say(e.message)));
   $("signal-done").addEventListener("click", signalDone);
   for (const radio of document.querySelectorAll("input[name=paradigm]")) {
-    radio.addEventListener("change", () => {
-      $("classes-field").hidden = radio.value !== "mi";
-      $("freqs-field").hidden = radio.value !== "ssvep";
-    });
+    radio.addEventListener("change", showParadigmFields);
   }
+  showParadigmFields();  // a reloaded page may keep the paradigm ticked before
   $("subject").addEventListener("input", lookUpProfiles);
   $("subject").addEventListener("change", lookUpProfiles);
   $("calibration-form").addEventListener("submit", startCalibration);
