@@ -70,6 +70,20 @@ def served(tmp_path: Path) -> Iterator[tuple[Wizard, str]]:
         yield wizard, url
 
 
+def open_page(browser: Any) -> tuple[Any, Any, list[str]]:
+    """A laptop-sized page whose script errors, console errors and failed requests are kept."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda m: problems.append(f"console: {m.text}")
+            if m.type == "error" else None)
+    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
+    page.set_default_timeout(SHORT_MS)
+    return context, page, problems
+
+
 def check_page(page: Any, problems: list[str], step: str, *, focused: bool = True) -> None:
     """The checks of every step: no script error, named fields, focus, no horizontal scroll."""
     from playwright.sync_api import expect
@@ -106,15 +120,7 @@ def test_every_step_of_the_wizard_in_a_browser(served: tuple[Wizard, str],
 
     wizard, url = served
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}")
-            if m.type == "error" else None)
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)
-    page.set_default_timeout(SHORT_MS)
+    context, page, problems = open_page(browser)
     try:
         # -- 1. patient: typed, a class ticked and unticked by keyboard, Enter submits --
         page.goto(url)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wizard_browser import ARTIFACTS, RUN_MS, SHORT_MS, VIEWPORT, check_page
+from test_wizard_browser import ARTIFACTS, RUN_MS, SHORT_MS, VIEWPORT, check_page, open_page
 from wizard_helpers import serve
 
 from bci_runtime.web.wizard.wizard import Wizard
@@ -75,15 +75,7 @@ def test_the_continuous_cursor_in_a_browser(served: tuple[Wizard, str], browser:
 
     wizard, url = served
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}")
-            if m.type == "error" else None)
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)
-    page.set_default_timeout(SHORT_MS)
+    context, page, problems = open_page(browser)
     try:
         # -- 1. patient: the subject typed, the paradigm picked with the arrow keys ------
         page.goto(url)

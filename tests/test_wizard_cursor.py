@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import pyxdf
-from wizard_helpers import Amplifier
+from wizard_helpers import Amplifier, feed, signal_checked, until
 from wizard_helpers import serve as serve_wizard
 
 from bci_runtime.audit_log import read_audit_log
@@ -26,37 +26,8 @@ from bci_runtime.web.wizard.wizard import Wizard
 
 PATIENT = {"subject": "C07", "paradigm": "cursor", "source": {"kind": "simulator"}}
 CALIBRATION = {"cursor_s": 20}
-WAIT_S = 120
 
 pytestmark = pytest.mark.slow
-
-
-def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def signal_checked(client: httpx.Client, patient: dict[str, Any]) -> dict[str, Any]:
-    state = client.post("/api/patient", json=patient).json()
-    assert state.get("step") == "signal", state
-    until(lambda: client.get("/api/quality").json()["channels"], "signal quality")
-    return client.post("/api/signal/done", json={}).json()
-
-
-def feed(url: str, seconds: float) -> list[dict[str, Any]]:
-    from websockets.sync.client import connect
-
-    out: list[dict[str, Any]] = []
-    with connect(url.replace("http://", "ws://") + "ws/run") as socket:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                out.append(json.loads(socket.recv(timeout=left)))
-            except TimeoutError:
-                break
-    return out
 
 
 def calibrate_and_train(wizard: Wizard, client: httpx.Client, url: str

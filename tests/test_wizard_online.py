@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import pyxdf
+from wizard_helpers import feed, signal_checked, until
 from wizard_helpers import serve as serve_wizard
 
 from bci_runtime.audit_log import read_audit_log
@@ -25,27 +26,12 @@ PATIENT = {"subject": "P31", "paradigm": "mi", "classes": ["left", "right"],
            "source": {"kind": "simulator"}}
 CALIBRATION = {"trials_per_class": 6, "fixation_s": 0.2, "cue_s": 2.5, "rest_s": 0.5}
 FAST = {"trials_per_class": 2, "fixation_s": 0.2, "cue_s": 1.0, "rest_s": 0.5}
-WAIT_S = 120
 
 pytestmark = pytest.mark.slow
 
 
 def serve(root: Path, **options: Any) -> Any:
     return serve_wizard(root, min_good=0.1, **options)
-
-
-def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def signal_checked(client: httpx.Client, patient: dict[str, Any]) -> dict[str, Any]:
-    state = client.post("/api/patient", json=patient).json()
-    assert state.get("step") == "signal", state
-    until(lambda: client.get("/api/quality").json()["channels"], "signal quality")
-    return client.post("/api/signal/done", json={}).json()
 
 
 def calibrate(wizard: Wizard, client: httpx.Client, trials: dict[str, Any]) -> dict[str, Any]:
@@ -59,21 +45,6 @@ def train(wizard: Wizard, client: httpx.Client) -> dict[str, Any]:
     assert state.get("step") == "training", state
     until(lambda: wizard.training["state"] != "running", "the training's end")
     return client.get("/api/state").json()["training"]
-
-
-def feed(url: str, seconds: float) -> list[dict[str, Any]]:
-    """What the run feed says for ``seconds``."""
-    from websockets.sync.client import connect
-
-    out: list[dict[str, Any]] = []
-    with connect(url.replace("http://", "ws://") + "ws/run") as socket:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                out.append(json.loads(socket.recv(timeout=left)))
-            except TimeoutError:
-                break
-    return out
 
 
 def test_calibrate_train_go_online_and_continue_another_day(tmp_path: Path) -> None:

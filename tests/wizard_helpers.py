@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,40 @@ import numpy as np
 from bci_runtime.web.wizard.app import create_app
 from bci_runtime.web.wizard.server import ServerThread
 from bci_runtime.web.wizard.wizard import Wizard
+
+#: seconds a step of a live wizard run may take before a test gives up
+WAIT_S = 120
+
+
+def until(condition: Any, what: str, wait_s: float = WAIT_S) -> None:
+    """Poll ``condition()`` every 0.1 s until it is true; fail naming ``what`` after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def signal_checked(client: httpx.Client, patient: dict[str, Any]) -> dict[str, Any]:
+    """Step 1 with ``patient``, then the signal check passed once the quality is there."""
+    state = client.post("/api/patient", json=patient).json()
+    assert state.get("step") == "signal", state
+    until(lambda: client.get("/api/quality").json()["channels"], "signal quality")
+    return client.post("/api/signal/done", json={}).json()
+
+
+def feed(url: str, seconds: float) -> list[dict[str, Any]]:
+    """What the wizard's run feed (``/ws/run``) says for ``seconds``."""
+    from websockets.sync.client import connect
+
+    out: list[dict[str, Any]] = []
+    with connect(url.replace("http://", "ws://") + "ws/run") as socket:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                out.append(json.loads(socket.recv(timeout=left)))
+            except TimeoutError:
+                break
+    return out
 
 
 @contextmanager

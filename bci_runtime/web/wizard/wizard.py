@@ -350,29 +350,16 @@ class Wizard:
 
     def _train(self, recordings: list[str], folder: Path) -> None:
         choice, session = self._opened()
-        paradigm = choice.paradigm
-        if paradigm == "cursor":
-            self._train_cursor(recordings, folder)
-            return
-        tmin, tmax = 0.5, min(self.trials.cue_s, 2.5 if paradigm == "mi" else 4.0)
+        fit = self._fit_cursor if choice.paradigm == "cursor" else self._fit_trials
         try:
             folder.mkdir(parents=True, exist_ok=False)
-            report = plugin("train")(
-                [Path(r) for r in recordings], paradigm=paradigm,
-                classes=classes_of(choice), model_path=folder / profiles.MODEL_FILE,
-                decoder=DECODERS[paradigm], adapt=ADAPT[paradigm],
-                bad_channels=sorted(self.bad_channels), tmin=tmin, tmax=tmax,
-                progress=self._training_progress)
+            report, fields, scores = fit([Path(r) for r in recordings], folder)
             (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
             profile = profiles.save_profile(
                 self.sessions_root, choice.subject, session.name,
-                {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt",
-                                           "tmin", "tmax")},
-                 "classes": report["model_classes"],  # the decision columns' order
-                 "band": report["band"],
-                 "bad_channels": sorted(self.bad_channels), "trials": self.trials.model_dump(),
-                 "accuracy": report["accuracy"], "chance": report["chance"],
-                 "good_enough": report["good_enough"], "source": choice.source.model_dump()},
+                {**fields, "bad_channels": sorted(self.bad_channels),
+                 "trials": self.trials.model_dump(), "good_enough": report["good_enough"],
+                 "source": choice.source.model_dump()},
                 Path(report["model"]["path"]), origin="training")
         except BciError as exc:
             self._training_failed(exc.message, exc.hint)
@@ -380,35 +367,36 @@ class Wizard:
             self._training_failed(f"training failed: {type(exc).__name__}: {exc}",
                                   "the calibration recordings are kept; try again")
         else:
-            self._trained(folder, report, profile, accuracy=report["accuracy"],
-                          chance=report["chance"], threshold=report["chance_threshold"])
+            self._trained(folder, report, profile, **scores)
 
-    def _train_cursor(self, recordings: list[str], folder: Path) -> None:
+    def _fit_trials(self, recordings: list[Path], folder: Path
+                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Cued trials: the report, the profile's fields, the scores the audit trail keeps."""
+        choice = self._opened()[0]
+        paradigm = choice.paradigm
+        tmin, tmax = 0.5, min(self.trials.cue_s, 2.5 if paradigm == "mi" else 4.0)
+        report = plugin("train")(
+            recordings, paradigm=paradigm, classes=classes_of(choice),
+            model_path=folder / profiles.MODEL_FILE, decoder=DECODERS[paradigm],
+            adapt=ADAPT[paradigm], bad_channels=sorted(self.bad_channels), tmin=tmin,
+            tmax=tmax, progress=self._training_progress)
+        fields = {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt", "tmin",
+                                            "tmax", "band", "accuracy", "chance")},
+                  "classes": report["model_classes"]}  # the decision columns' order
+        return report, fields, {"accuracy": report["accuracy"], "chance": report["chance"],
+                                "threshold": report["chance_threshold"]}
+
+    def _fit_cursor(self, recordings: list[Path], folder: Path
+                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The continuous decoder: blocked cross-validated R² against shifted-label chance."""
-        choice, session = self._opened()
-        try:
-            folder.mkdir(parents=True, exist_ok=False)
-            report = plugin("train_cursor")(
-                [Path(r) for r in recordings], model_path=folder / profiles.MODEL_FILE,
-                bad_channels=sorted(self.bad_channels), adapt=ADAPT["cursor"],
-                progress=self._training_progress)
-            (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1))
-            profile = profiles.save_profile(
-                self.sessions_root, choice.subject, session.name,
-                {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt", "band",
-                                           "bin_s", "features", "r2", "chance_r2",
-                                           "good_enough")},
-                 "classes": [], "bad_channels": sorted(self.bad_channels),
-                 "trials": self.trials.model_dump(), "source": choice.source.model_dump()},
-                Path(report["model"]["path"]), origin="training")
-        except BciError as exc:
-            self._training_failed(exc.message, exc.hint)
-        except Exception as exc:  # a bug: said as it is; the recordings are untouched
-            self._training_failed(f"training failed: {type(exc).__name__}: {exc}",
-                                  "the calibration recordings are kept; try again")
-        else:
-            self._trained(folder, report, profile, r2=report["r2"],
-                          chance_r2=report["chance_r2"])
+        report = plugin("train_cursor")(
+            recordings, model_path=folder / profiles.MODEL_FILE,
+            bad_channels=sorted(self.bad_channels), adapt=ADAPT["cursor"],
+            progress=self._training_progress)
+        fields = {**{k: report[k] for k in ("paradigm", "channels", "decoder", "adapt", "band",
+                                            "bin_s", "features", "r2", "chance_r2")},
+                  "classes": []}
+        return report, fields, {"r2": report["r2"], "chance_r2": report["chance_r2"]}
 
     def _trained(self, folder: Path, report: dict[str, Any], profile: dict[str, Any],
                  **scores: Any) -> None:
