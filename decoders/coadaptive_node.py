@@ -35,11 +35,9 @@ channels marked bad.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +54,12 @@ from bci_runtime.decoders.adaptation import CoAdaptiveDecoder, make_strategies
 from bci_runtime.decoders.drift_detector import CovarianceDrift
 from bci_runtime.decoders.lifecycle import Job, ModelLifecycle
 from bci_runtime.decoders.linear import decision_outputs
+from bci_runtime.decoders.node_inputs import (
+    InitialModel,
+    channel_pick,
+    param_error,
+    read_initial_model,
+)
 from bci_runtime.errors import ConfigError, ModelFileError
 from bci_runtime.labels import LabelTracker
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Output
@@ -63,29 +67,6 @@ from bci_runtime.ringbuffer import RingBuffer
 from bci_runtime.spec import StreamSpec, require_regular
 
 MARGIN_S = 10.0  # buffered beyond the trial window, for chunks of any sensible size
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class InitialModel:
-    """An ``initial_model`` file as the node read it.
-
-    Attributes
-    ----------
-    path : Path
-        The file, resolved.
-    data : bytes
-        Its bytes (what the session archives as version 1).
-    sha256 : str
-        SHA-256 hex digest of ``data``.
-    model : CoAdaptiveDecoder
-        What it holds (checked by the node before use).
-    """
-
-    path: Path
-    data: bytes
-    sha256: str
-    model: Any
 
 
 @dataclass(frozen=True)
@@ -198,7 +179,7 @@ class CoAdaptiveDecoderNode(Node):
         entry = catalog.get(p.decoder)  # an unknown name fails at load, listing the names
         for name in p.adapt:
             make_strategies(name)
-        self._pick = self._channel_pick(spec)
+        self._pick = channel_pick(self.name, spec, p.channels)
         self._n_channels = spec.n_channels if p.channels is None else len(p.channels)
         if p.initial_model is None:
             if p.initial_model_sha256 is not None:
@@ -215,74 +196,14 @@ class CoAdaptiveDecoderNode(Node):
         return decision_outputs(self.name, p.classes, spec.source_id)
 
     def _param_error(self, param: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"node '{self.name}' parameter '{param}': {message}", hint=hint)
-
-    def _channel_pick(self, spec: StreamSpec) -> np.ndarray | None:
-        """Input column of each of ``channels``, shape (n_picked,); None to take them all."""
-        names = self.params.channels
-        if names is None:
-            return None
-        available = list(spec.channel_names)
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise self._param_error("channels", f"names {repeated} more than once",
-                                    hint="name each channel once")
-        missing = [n for n in names if n not in available]
-        if missing:
-            raise self._param_error(
-                "channels", f"{missing} not in input 'signal' ('{spec.name}'), whose "
-                f"channels are {available}",
-                hint="name channels of the input (names are case-sensitive); a channel "
-                "left out upstream cannot be picked")
-        ambiguous = sorted({n for n in names if available.count(n) > 1})
-        if ambiguous:
-            raise self._param_error("channels", f"{ambiguous} name more than one channel of "
-                                    f"input 'signal' (its channels: {available})",
-                                    hint="give the input's channels unique names")
-        index = np.array([available.index(n) for n in names], dtype=np.intp)
-        if index.size == len(available) and np.array_equal(index, np.arange(index.size)):
-            return None  # every channel, in order: nothing to pick
-        return index
+        return param_error(self.name, param, message, hint)
 
     def _load_initial(self) -> InitialModel:
         """Read, hash and load ``initial_model`` (once per node)."""
-        if self._initial is not None:
-            return self._initial
-        from bci_runtime.decoders.model_store import load_model
-
-        p = self.params
-        path = Path(str(p.initial_model)).expanduser().resolve()
-        where = "initial_model"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise self._param_error(
-                where, f"model file {path} does not exist",
-                hint="give a file written by save_model: the wizard's, or a session's "
-                "models/<node>/model-<N>.bcimodel (last_serving_version names it)") from None
-        except OSError as exc:
-            raise self._param_error(where, f"cannot read model file {path}: "
-                                    f"{exc.strerror or exc}",
-                                    hint="check the path and its permissions") from exc
-        sha256 = hashlib.sha256(data).hexdigest()
-        if p.initial_model_sha256 is not None:
-            expected = p.initial_model_sha256.strip().lower()
-            if not _SHA256.fullmatch(expected):
-                raise self._param_error("initial_model_sha256",
-                                        f"{p.initial_model_sha256!r} is not a SHA-256 hex "
-                                        "digest", hint="64 hexadecimal characters, as "
-                                        "models.json records them")
-            if sha256 != expected:
-                raise self._param_error(
-                    "initial_model_sha256", f"model file {path} has SHA-256 {sha256}, but "
-                    f"{expected} was expected",
-                    hint="the file was changed or is not the one meant: restore it, or give "
-                    "the hash its models.json records")
-        try:
-            model = load_model(path, sha256=sha256)  # parses the bytes just hashed
-        except ModelFileError as exc:
-            raise self._param_error(where, exc.message, hint=exc.hint) from exc
-        self._initial = InitialModel(path, data, sha256, model)
+        if self._initial is None:
+            p = self.params
+            self._initial = read_initial_model(self.name, str(p.initial_model),
+                                               p.initial_model_sha256)
         return self._initial
 
     def _check_initial(self, initial: InitialModel, spec: StreamSpec, entry: Any) -> None:

@@ -44,14 +44,12 @@ one that served last.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -67,7 +65,13 @@ from bci_runtime.decoders.cursor_model import (
     check_band,
     samples_per_bin,
 )
-from bci_runtime.errors import ConfigError, ModelFileError
+from bci_runtime.decoders.node_inputs import (
+    InitialModel,
+    channel_pick,
+    param_error,
+    read_initial_model,
+)
+from bci_runtime.errors import ConfigError
 from bci_runtime.node import Emitted, Input, Node, NodeContext, NodeParams, Output
 from bci_runtime.spec import StreamSpec, require_regular
 
@@ -165,7 +169,7 @@ class CursorDecoderNode(Node):
         self._has_velocity = all(c in names for c in TASK_VELOCITY)
         kept = TASK_CHANNELS + (TASK_VELOCITY if self._has_velocity else ())
         self._task_cols = np.array([names.index(c) for c in kept], dtype=np.intp)
-        self._initial: tuple[Path, bytes, str, CursorModel] | None = None
+        self._initial: InitialModel | None = None
         p = self.params
         if p.initial_model is None:
             if p.initial_model_sha256 is not None:
@@ -176,9 +180,9 @@ class CursorDecoderNode(Node):
                               "band": list(p.band) if p.features == "band-power" else None}
         else:
             self._initial = self._load_initial()
-            self._settings = self._model_settings(self._initial[3], spec)
+            self._settings = self._model_settings(self._initial.model, spec)
         check_band(self._settings["band"], spec.srate, f"node '{self.name}'")
-        self._pick = self._channel_pick(spec, self._settings["channels"])
+        self._pick = channel_pick(self.name, spec, self._settings["channels"])
         per_bin = samples_per_bin(self._settings["bin_s"], spec.srate)
         n = len(TASK_VELOCITY)
         return {"velocity": StreamSpec(
@@ -188,46 +192,13 @@ class CursorDecoderNode(Node):
             "model": StreamSpec.events(f"{self.name}-model", f"{spec.source_id}-{self.name}-model")}
 
     def _param_error(self, param: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"node '{self.name}' parameter '{param}': {message}", hint=hint)
+        return param_error(self.name, param, message, hint)
 
-    def _channel_pick(self, spec: StreamSpec, names: list[str]) -> np.ndarray | None:
-        available = list(spec.channel_names)
-        missing = [n for n in names if n not in available]
-        if missing:
-            raise self._param_error("channels", f"{missing} not in input 'signal' "
-                                    f"('{spec.name}'), whose channels are {available}",
-                                    hint="name channels of the input (case-sensitive)")
-        if len(set(names)) != len(names):
-            raise self._param_error("channels", "names a channel twice",
-                                    hint="name each channel once")
-        index = np.array([available.index(n) for n in names], dtype=np.intp)
-        if index.size == len(available) and np.array_equal(index, np.arange(index.size)):
-            return None
-        return index
-
-    def _load_initial(self) -> tuple[Path, bytes, str, CursorModel]:
-        from bci_runtime.decoders.model_store import load_model
-
+    def _load_initial(self) -> InitialModel:
+        """Read the file and check that it holds a fitted CursorModel."""
         p = self.params
-        path = Path(str(p.initial_model)).expanduser().resolve()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise self._param_error("initial_model", f"cannot read model file {path}: "
-                                    f"{exc.strerror or exc}",
-                                    hint="give a cursor profile's model file, or a session's "
-                                    "models/<node>/model-<N>.bcimodel") from exc
-        sha256 = hashlib.sha256(data).hexdigest()
-        expected = p.initial_model_sha256
-        if expected is not None and sha256 != expected.strip().lower():
-            raise self._param_error("initial_model_sha256", f"model file {path} has SHA-256 "
-                                    f"{sha256}, but {expected} was expected",
-                                    hint="the file was changed or is not the one meant: "
-                                    "restore it, or give the hash models.json records")
-        try:
-            model = load_model(path, sha256=sha256)
-        except ModelFileError as exc:
-            raise self._param_error("initial_model", exc.message, hint=exc.hint) from exc
+        initial = read_initial_model(self.name, str(p.initial_model), p.initial_model_sha256)
+        model, path = initial.model, initial.path
         decoder = getattr(model, "decoder", None)
         if not isinstance(model, CursorModel) or not isinstance(decoder, KalmanDecoder) \
                 or not hasattr(decoder, "K_"):
@@ -241,7 +212,7 @@ class CursorDecoderNode(Node):
                                     f"{decoder.n_features_in_} features for "
                                     f"{len(model.channels)} channels",
                                     hint="the file is not a consistent cursor model")
-        return path, data, sha256, model
+        return initial
 
     def _model_settings(self, model: CursorModel, spec: StreamSpec) -> dict[str, Any]:
         """The initial model's features; node parameters set to other values are an error."""
@@ -292,8 +263,8 @@ class CursorDecoderNode(Node):
         self._adapter = _Adapter(self.params, self._dt, inline=context.clock.simulated,
                                  archive=self._archiver(context))
         if self._initial is not None:
-            path, _, sha256, model = self._initial
-            decoder = copy.deepcopy(model.decoder)
+            path, sha256 = self._initial.path, self._initial.sha256
+            decoder = copy.deepcopy(self._initial.model.decoder)
             decoder.reset()
             self._adapter.start_from(decoder)
             self._first = _Result(1, decoder, {"source": "initial_model", "path": str(path),
@@ -312,8 +283,8 @@ class CursorDecoderNode(Node):
                     parent: int | None) -> None:
             if version == 1 and self._initial is not None:
                 # the very file it started from, so the hash the marker names is the file's
-                add_version_file(folder, self._initial[1], 1, metrics={
-                    **metrics, "source": str(self._initial[0])})
+                add_version_file(folder, self._initial.data, 1, metrics={
+                    **metrics, "source": str(self._initial.path)})
                 return
             model = CursorModel(decoder, list(s["channels"]), float(srate), s["features"],
                                 s["band"], float(s["bin_s"]))
